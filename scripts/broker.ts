@@ -1,0 +1,190 @@
+// One way in to a Kafka broker, for people, tests and the demo:
+//   1. KAFKA_BROKERS, if set: that cluster, checked to answer;
+//   2. else Docker Compose on compose.yaml, if a Docker engine answers;
+//   3. else the same Kafka release on the JVM (scripts/kafka-jvm.ts);
+//   4. else an error naming those three ways.
+// KAFKA_LAUNCHER=docker|jvm skips the choice.
+//
+//   node scripts/broker.ts up      start one (port 9092 if free) and print KAFKA_BROKERS
+//   node scripts/broker.ts down    stop the one `up` started
+//   node scripts/broker.ts down --all   also stop every JVM broker this checkout left
+import { execFile } from "node:child_process";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import {
+  isAlive,
+  javaAvailable,
+  kafkaHome,
+  listInstances,
+  portIsFree,
+  projectRoot,
+  startJvmBroker,
+  stopJvmBroker,
+} from "./kafka-jvm.ts";
+import { waitForBroker } from "./kafka-ready.ts";
+
+const run = promisify(execFile);
+
+export type BrokerSource = "KAFKA_BROKERS" | "docker" | "jvm";
+
+export interface Broker {
+  /** comma-separated host:port list, the value for KAFKA_BROKERS */
+  brokers: string;
+  source: BrokerSource;
+  /** the JVM broker's pid and folder, when it is one */
+  jvm?: { pid: number; dir: string; logFile: string };
+  stop(): Promise<void>;
+}
+
+export class NoBrokerError extends Error {}
+
+const composeFile = join(projectRoot, "compose.yaml");
+const currentFile = join(kafkaHome, "current.json");
+
+async function dockerEngineAnswers(): Promise<boolean> {
+  try {
+    await run("docker", ["info", "--format", "{{.ServerVersion}}"], { timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function compose(...args: string[]) {
+  return await run("docker", ["compose", "-f", composeFile, ...args], {
+    timeout: 5 * 60_000,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+}
+
+async function fromEnv(brokers: string): Promise<Broker> {
+  // Fail fast, naming the address, rather than letting every test hang on it.
+  await waitForBroker(brokers, { timeoutMs: 10_000 }).catch((error: Error) => {
+    throw new Error(`KAFKA_BROKERS=${brokers}: ${error.message}`);
+  });
+  return { brokers, source: "KAFKA_BROKERS", stop: async () => {} };
+}
+
+async function fromDocker(): Promise<Broker> {
+  const { stdout } = await compose("ps", "-q", "kafka");
+  const wasRunning = stdout.trim() !== "";
+  await compose("up", "-d", "--wait");
+  const brokers = "localhost:9092";
+  await waitForBroker(brokers, { timeoutMs: 60_000 });
+  return {
+    brokers,
+    source: "docker",
+    // Leave a broker the user had started alone.
+    stop: async () => {
+      if (!wasRunning) await compose("down", "--volumes");
+    },
+  };
+}
+
+async function fromJvm(preferredPort?: number): Promise<Broker> {
+  const port =
+    preferredPort !== undefined && (await portIsFree(preferredPort)) ? preferredPort : undefined;
+  const jvm = await startJvmBroker({ port });
+  return {
+    brokers: jvm.brokers,
+    source: "jvm",
+    jvm: { pid: jvm.pid, dir: jvm.dir, logFile: jvm.logFile },
+    stop: () => stopJvmBroker(jvm),
+  };
+}
+
+/**
+ * Gets a broker the way the top of this file says. `preferredPort` asks the JVM
+ * launcher for that port when it is free (9092 for people, so the scripts' default
+ * KAFKA_BROKERS works); tests leave it out and get a free port.
+ */
+export async function acquireBroker(options: { preferredPort?: number } = {}): Promise<Broker> {
+  const fromEnvironment = process.env.KAFKA_BROKERS?.trim();
+  if (fromEnvironment) return await fromEnv(fromEnvironment);
+
+  const launcher = process.env.KAFKA_LAUNCHER?.trim();
+  if (launcher && launcher !== "docker" && launcher !== "jvm") {
+    throw new NoBrokerError(`KAFKA_LAUNCHER must be "docker" or "jvm", not "${launcher}"`);
+  }
+  if (launcher === "docker" || (!launcher && (await dockerEngineAnswers()))) {
+    return await fromDocker();
+  }
+  if (await javaAvailable()) return await fromJvm(options.preferredPort);
+  throw new NoBrokerError(
+    [
+      "No Kafka broker can be had here. Any one of these fixes it:",
+      "  1. point at a running cluster: export KAFKA_BROKERS=host:9092",
+      "  2. start a Docker engine; compose.yaml then runs the apache/kafka image",
+      "  3. install Java 17+ and Maven; the broker's jars then run on the JVM",
+      "     (no Docker engine answered `docker info`, and no `java` was found on PATH or in JAVA_HOME)",
+    ].join("\n"),
+  );
+}
+
+interface CurrentBroker {
+  brokers: string;
+  source: BrokerSource;
+  jvm?: { pid: number; dir: string; logFile: string };
+}
+
+async function readCurrent(): Promise<CurrentBroker | undefined> {
+  try {
+    return JSON.parse(await readFile(currentFile, "utf8")) as CurrentBroker;
+  } catch {
+    return undefined;
+  }
+}
+
+async function up(): Promise<void> {
+  const current = await readCurrent();
+  if (current?.jvm && isAlive(current.jvm.pid)) {
+    console.log(
+      `A broker is already up (${current.source}).\nexport KAFKA_BROKERS=${current.brokers}`,
+    );
+    return;
+  }
+  const broker = await acquireBroker({ preferredPort: 9092 });
+  if (broker.source !== "KAFKA_BROKERS") {
+    await mkdir(kafkaHome, { recursive: true });
+    const record: CurrentBroker = {
+      brokers: broker.brokers,
+      source: broker.source,
+      jvm: broker.jvm,
+    };
+    await writeFile(currentFile, `${JSON.stringify(record, null, 2)}\n`);
+  }
+  const where = broker.jvm ? ` (pid ${broker.jvm.pid}, log ${broker.jvm.logFile})` : "";
+  console.log(`Kafka is up via ${broker.source}${where}.`);
+  console.log(`export KAFKA_BROKERS=${broker.brokers}`);
+  console.log("Stop it with: npm run broker:down");
+}
+
+async function down(all: boolean): Promise<void> {
+  const current = await readCurrent();
+  if (current?.source === "docker") await compose("down", "--volumes");
+  if (current?.jvm) await stopJvmBroker(current.jvm);
+  await rm(currentFile, { force: true });
+  if (current) console.log(`Stopped the ${current.source} broker at ${current.brokers}.`);
+  if (all) {
+    for (const instance of await listInstances()) {
+      await stopJvmBroker(instance);
+      console.log(`Stopped the JVM broker in ${instance.dir}.`);
+    }
+  }
+}
+
+if (import.meta.main) {
+  const [command, ...flags] = process.argv.slice(2);
+  try {
+    if (command === "up") await up();
+    else if (command === "down") await down(flags.includes("--all"));
+    else {
+      console.error("usage: node scripts/broker.ts up | down [--all]");
+      process.exit(2);
+    }
+  } catch (error) {
+    console.error((error as Error).message);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,190 @@
+// Runs a project script as a real child process on a chosen runtime and watches it
+// from outside: stdout/stderr lines, and resident memory read from /proc/<pid>/status
+// (VmRSS now, VmHWM the kernel's own high-water mark), so a script cannot pass a
+// memory test by misreporting itself.
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { projectRoot } from "../../scripts/kafka-jvm.ts";
+import { type Runtime, runtimeCommand } from "../../scripts/runtimes.ts";
+
+export interface MemorySample {
+  /** ms since the child started */
+  atMs: number;
+  rssMb: number;
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** highest resident set size seen from outside (VmHWM at the last sample), MB */
+  observedPeakRssMb: number;
+  samples: MemorySample[];
+  durationMs: number;
+  /** the script's last stdout line that parses as a JSON object, if any */
+  summary: Record<string, unknown> | undefined;
+}
+
+export interface StartOptions {
+  env?: Record<string, string | undefined>;
+  args?: string[];
+  cwd?: string;
+  sampleEveryMs?: number;
+  /** wraps the command, e.g. to run it inside a cgroup: (cmd, args) => [cmd2, args2] */
+  wrap?: (command: string, args: string[]) => [string, string[]];
+}
+
+export interface RunningScript {
+  child: ChildProcess;
+  pid: number;
+  /** resolves with the first stdout/stderr line matching, rejects if the child ends first */
+  waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** resolves when the child has exited */
+  done: Promise<RunResult>;
+}
+
+const mb = 1024 * 1024;
+
+/** Resident memory of a live process from /proc, in MB; undefined once it is gone. */
+export function readProcMemory(pid: number): { rssMb: number; hwmMb: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kb = (field: string) =>
+      Number(status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"))?.[1]);
+    const rss = kb("VmRSS");
+    const hwm = kb("VmHWM");
+    if (Number.isNaN(rss) || Number.isNaN(hwm)) return undefined; // a zombie has no memory lines
+    return { rssMb: (rss * 1024) / mb, hwmMb: (hwm * 1024) / mb };
+  } catch {
+    return undefined;
+  }
+}
+
+export function lastJsonLine(text: string): Record<string, unknown> | undefined {
+  const lines = text.trimEnd().split("\n").reverse();
+  for (const line of lines) {
+    const trimmed = line.trim();
+    if (!trimmed.startsWith("{")) continue;
+    try {
+      const value = JSON.parse(trimmed) as unknown;
+      if (value && typeof value === "object" && !Array.isArray(value)) {
+        return value as Record<string, unknown>;
+      }
+    } catch {
+      // a status line that happens to start with "{": keep looking
+    }
+  }
+  return undefined;
+}
+
+/** Starts `script` (a path relative to the project root) on `runtime`. */
+export function startScript(runtime: Runtime, script: string, options: StartOptions = {}) {
+  const base = runtimeCommand(runtime, join(projectRoot, script), options.args ?? []);
+  const [command, args] = options.wrap
+    ? options.wrap(base.command, base.args)
+    : [base.command, base.args];
+  return startCommand(command, args, options);
+}
+
+export function startCommand(command: string, args: string[], options: StartOptions = {}) {
+  const started = Date.now();
+  const child = spawn(command, args, {
+    cwd: options.cwd ?? projectRoot,
+    env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  if (child.pid === undefined) throw new Error(`could not start ${command}`);
+  const pid = child.pid;
+  let stdout = "";
+  let stderr = "";
+  const waiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>();
+  const partial = { stdout: "", stderr: "" };
+  const onText = (chunk: Buffer, into: "stdout" | "stderr") => {
+    const text = chunk.toString("utf8");
+    if (into === "stdout") stdout += text;
+    else stderr += text;
+    // Match whole lines only: a chunk may end in the middle of one.
+    const lines = (partial[into] + text).split("\n");
+    partial[into] = lines.pop() ?? "";
+    for (const line of lines) {
+      for (const waiter of waiters) {
+        if (waiter.pattern.test(line)) {
+          waiters.delete(waiter);
+          waiter.resolve(line);
+        }
+      }
+    }
+  };
+  child.stdout?.on("data", (chunk: Buffer) => onText(chunk, "stdout"));
+  child.stderr?.on("data", (chunk: Buffer) => onText(chunk, "stderr"));
+
+  const samples: MemorySample[] = [];
+  let observedPeakRssMb = 0;
+  const sample = () => {
+    const memory = readProcMemory(pid);
+    if (!memory) return;
+    samples.push({ atMs: Date.now() - started, rssMb: memory.rssMb });
+    observedPeakRssMb = Math.max(observedPeakRssMb, memory.hwmMb, memory.rssMb);
+  };
+  sample();
+  const sampler = setInterval(sample, options.sampleEveryMs ?? 50);
+
+  const done = new Promise<RunResult>((resolve, reject) => {
+    child.once("error", (error) => {
+      clearInterval(sampler);
+      reject(error);
+    });
+    child.once("close", (code, signal) => {
+      clearInterval(sampler);
+      resolve({
+        code,
+        signal,
+        stdout,
+        stderr,
+        observedPeakRssMb,
+        samples,
+        durationMs: Date.now() - started,
+        summary: lastJsonLine(stdout),
+      });
+    });
+  });
+
+  const waitForLine = (pattern: RegExp, timeoutMs = 60_000) =>
+    new Promise<string>((resolve, reject) => {
+      const seen = `${stdout}\n${stderr}`.split("\n").find((line) => pattern.test(line));
+      if (seen !== undefined) return resolve(seen);
+      const timer = setTimeout(() => {
+        waiters.delete(waiter);
+        reject(
+          new Error(`no line matching ${pattern} within ${timeoutMs} ms\n${stdout}\n${stderr}`),
+        );
+      }, timeoutMs);
+      const waiter = {
+        pattern,
+        resolve: (line: string) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      waiters.add(waiter);
+      void done.then((result) => {
+        if (!waiters.has(waiter)) return;
+        waiters.delete(waiter);
+        clearTimeout(timer);
+        reject(
+          new Error(
+            `exited (code ${result.code}, signal ${result.signal}) before a line matching ${pattern}\n${result.stdout}\n${result.stderr}`,
+          ),
+        );
+      });
+    });
+
+  return { child, pid, waitForLine, done } satisfies RunningScript;
+}
+
+/** Runs a script to its end. */
+export async function runScript(runtime: Runtime, script: string, options: StartOptions = {}) {
+  return await startScript(runtime, script, options).done;
+}

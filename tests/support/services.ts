@@ -1,0 +1,116 @@
+// The project's own programs as real child processes, for end-to-end tests: the mock
+// API, the producer, and helpers to read what they report.
+import { expect } from "vitest";
+import type { Runtime } from "../../scripts/runtimes.ts";
+import { type RunResult, runScript, startScript } from "./child.ts";
+
+export interface ApiStats {
+  requests: number;
+  accepted: number;
+  succeeded: number;
+  failed: number;
+  hung: number;
+  rejected: number;
+  invalid: number;
+  inFlight: number;
+  peakConcurrent: number;
+  duplicates: number;
+  distinctIds: number;
+}
+
+export interface MockApi {
+  /** POST target for the consumers' API_URL */
+  usersUrl: string;
+  stats(): Promise<ApiStats>;
+  ids(): Promise<string[]>;
+  reset(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts mock-api.ts on a free port and waits for its "listening" line. */
+export async function startMockApi(
+  env: Record<string, string> = {},
+  runtime: Runtime = "bun",
+): Promise<MockApi> {
+  const api = startScript(runtime, "mock-api.ts", { env: { PORT: "0", ...env } });
+  const line = await api.waitForLine(/mock-api listening on/, 30_000);
+  const base = line.match(/(http:\/\/[^\s]+)/)?.[1];
+  if (!base) throw new Error(`no address in "${line}"`);
+  const get = async <T>(path: string, init?: RequestInit) => {
+    const response = await fetch(`${base}${path}`, init);
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return (await response.json()) as T;
+  };
+  return {
+    usersUrl: `${base}/users`,
+    stats: () => get<ApiStats>("/stats"),
+    ids: async () => (await get<{ ids: string[] }>("/ids")).ids,
+    reset: async () => {
+      await get("/reset", { method: "POST" });
+    },
+    stop: async () => {
+      api.child.kill("SIGTERM");
+      await api.done;
+    },
+  };
+}
+
+export interface Backlog {
+  topic: string;
+  messages: number;
+  idPrefix: string;
+  /** every id the producer wrote, in order */
+  ids: string[];
+  produced: RunResult;
+}
+
+/** Fills a topic with producer.ts and checks that every message was acknowledged. */
+export async function produce(
+  brokers: string,
+  topic: string,
+  options: {
+    messages: number;
+    payloadBytes?: number;
+    partitions?: number;
+    env?: Record<string, string>;
+  },
+  runtime: Runtime = "node",
+): Promise<Backlog> {
+  const idPrefix = topic;
+  const produced = await runScript(runtime, "producer.ts", {
+    env: {
+      KAFKA_BROKERS: brokers,
+      KAFKA_TOPIC: topic,
+      MESSAGES: String(options.messages),
+      PAYLOAD_BYTES: String(options.payloadBytes ?? 1_024),
+      PARTITIONS: String(options.partitions ?? 3),
+      ID_PREFIX: idPrefix,
+      ...options.env,
+    },
+  });
+  expect(produced.code, produced.stderr).toBe(0);
+  expect(produced.summary).toMatchObject({ sent: options.messages, errors: 0 });
+  const ids = Array.from({ length: options.messages }, (_, n) => `${idPrefix}-${n}`);
+  return { topic, messages: options.messages, idPrefix, ids, produced };
+}
+
+/** The environment every consumer run starts from. */
+export function consumerEnv(
+  brokers: string,
+  topic: string,
+  groupId: string,
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    KAFKA_BROKERS: brokers,
+    KAFKA_TOPIC: topic,
+    KAFKA_GROUP_ID: groupId,
+    STATUS_INTERVAL_MS: "500",
+    ...extra,
+  };
+}
+
+/** Sum of per-partition offsets. */
+export function total(offsets: Record<number, string | number>): number {
+  return Object.values(offsets).reduce<number>((sum, offset) => sum + Number(offset), 0);
+}
