@@ -3,7 +3,8 @@
  *
  * The same job as consumer-backpressure.ts (one slow HTTP call per message), but only
  * a bounded amount of work is ever let into the process:
- *   - a queue that holds at most HIGH_WATERMARK messages and MAX_QUEUED_BYTES bytes;
+ *   - a queue that holds at most HIGH_WATERMARK messages, and at most MAX_BUFFERED_BYTES
+ *     of messages taken in and not yet done, queued or in flight;
  *   - at most CONCURRENCY calls in flight, lowered while the API answers 429/503;
  *   - fetching from Kafka pauses when the queue is full and resumes at LOW_WATERMARK,
  *     not only when it is empty, so the queue never runs dry while a resume takes effect;
@@ -49,11 +50,11 @@ const settingsShape = {
     10_000_000,
     "queued messages at which fetching resumes (below HIGH_WATERMARK)",
   ),
-  MAX_QUEUED_BYTES: wholeNumber(
-    8 * 2 ** 20,
+  MAX_BUFFERED_BYTES: wholeNumber(
+    16 * 2 ** 20,
     1,
     2 ** 40,
-    "queued message bytes at which fetching pauses, whatever the count",
+    "bytes of messages taken in and not yet done (queued or in flight) at which fetching pauses, whatever the count",
   ),
   MAX_UNCOMMITTED: wholeNumber(
     10_000,
@@ -164,7 +165,7 @@ async function main() {
   const watermarks = new Watermarks(
     {
       messages: settings.HIGH_WATERMARK,
-      bytes: settings.MAX_QUEUED_BYTES,
+      bytes: settings.MAX_BUFFERED_BYTES,
       uncommitted: settings.MAX_UNCOMMITTED,
     },
     settings.LOW_WATERMARK / settings.HIGH_WATERMARK,
@@ -199,7 +200,7 @@ async function main() {
     }
     queue.push({ partition, offset, epoch, key: message.key?.toString() ?? null, bytes, message });
     stats.peakQueued = Math.max(stats.peakQueued, queue.queued);
-    stats.peakQueuedBytes = Math.max(stats.peakQueuedBytes, queue.queuedBytes);
+    stats.peakBufferedBytes = Math.max(stats.peakBufferedBytes, queue.bytes);
     applyFlow();
   };
 
@@ -234,7 +235,7 @@ async function main() {
   // 3. Pause at the high watermark, resume at the low one (hysteresis).
   const load = (): Load => ({
     messages: queue.queued,
-    bytes: queue.queuedBytes,
+    bytes: queue.bytes,
     uncommitted: tracker.uncommitted,
   });
   const applyFlow = () => {
@@ -311,7 +312,7 @@ async function main() {
     type: "status",
     ...stats.rates(),
     queued: queue.queued,
-    queuedMb: round(queue.queuedBytes / 2 ** 20, 1),
+    bufferedMb: round(queue.bytes / 2 ** 20, 1),
     inFlight: queue.inFlight,
     limit: limit.current,
     paused: watermarks.paused,
@@ -327,7 +328,7 @@ async function main() {
     console.log(
       settings.STATUS_FORMAT === "json"
         ? JSON.stringify(s)
-        : `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s, ${s.msPerMessage ?? "-"} ms/msg) queued ${fmt(s.queued)} (${s.queuedMb} MB) in flight ${s.inFlight}/${s.limit} paused ${s.paused ? "yes" : "no"} uncommitted ${fmt(s.uncommitted)} dlq ${s.deadLettered} (malformed ${s.malformed}) retries ${s.retries} throttled ${s.throttled} | ${memory.describe()}`,
+        : `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s, ${s.msPerMessage ?? "-"} ms/msg) queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit} (${s.bufferedMb} MB) paused ${s.paused ? "yes" : "no"} uncommitted ${fmt(s.uncommitted)} dlq ${s.deadLettered} (malformed ${s.malformed}) retries ${s.retries} throttled ${s.throttled} | ${memory.describe()}`,
     );
   };
   const statusTimer = setInterval(() => {
@@ -400,7 +401,7 @@ async function main() {
         abandoned: stats.abandoned,
         pauses: stats.pauses,
         peakQueued: stats.peakQueued,
-        peakQueuedMb: round(stats.peakQueuedBytes / 2 ** 20, 1),
+        peakBufferedMb: round(stats.peakBufferedBytes / 2 ** 20, 1),
         commitErrors: stats.commitErrors,
         committed: Object.fromEntries(tracker.committedOffsets()),
         peakRssMb: memory.peakRssMb(),
@@ -499,25 +500,37 @@ async function callApi(
   timeoutMs: number,
   shutdown: AbortSignal,
 ): Promise<Answer> {
+  // One controller per call, cleaned up when the call ends: a timer or a listener on
+  // the long-lived shutdown signal left behind per call would pile up with the calls.
+  const call = new AbortController();
+  const timer = setTimeout(
+    () => call.abort(new DOMException("timeout", "TimeoutError")),
+    timeoutMs,
+  );
+  const onShutdown = () => call.abort(shutdown.reason);
+  shutdown.addEventListener("abort", onShutdown, { once: true });
   let response: Response;
+  let text: string;
   try {
     response = await fetch(url, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body,
-      signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), shutdown]),
+      signal: call.signal,
     });
+    text = await response.text(); // the whole answer, within the same timeout
   } catch (error) {
     if (shutdown.aborted) throw error;
-    if ((error as Error).name === "TimeoutError")
-      return { kind: "timeout", reason: `no answer within ${timeoutMs} ms` };
+    if (call.signal.aborted) return { kind: "timeout", reason: `no answer within ${timeoutMs} ms` };
     const cause = (error as { cause?: { code?: string; message?: string } }).cause;
     return {
       kind: "unreachable",
       reason: `${(error as Error).message}${cause ? ` (${cause.code ?? cause.message})` : ""}`,
     };
+  } finally {
+    clearTimeout(timer);
+    shutdown.removeEventListener("abort", onShutdown);
   }
-  const text = await response.text().catch(() => "");
   const status = response.status;
   if (response.ok) return { kind: "ok" };
   const reason = `HTTP ${status}${text ? `: ${text.slice(0, 200)}` : ""}`;
@@ -644,10 +657,13 @@ export class Watermarks {
     return undefined;
   }
 
-  /** Whether one more message of `bytes` fits under the caps (one always fits an empty queue). */
+  /**
+   * Whether one more message of `bytes` fits under the caps. A message bigger than the
+   * byte cap still gets in when nothing else is held, or it could never be processed.
+   */
   hasRoom(load: Load, bytes: number): boolean {
-    if (load.messages === 0) return true;
-    return load.messages < this.high.messages && load.bytes + bytes <= this.high.bytes;
+    if (load.messages >= this.high.messages) return false;
+    return load.bytes === 0 || load.bytes + bytes <= this.high.bytes;
   }
 }
 
@@ -704,7 +720,14 @@ export class OffsetTracker {
   complete(partition: number, offset: number, epoch: number): void {
     const state = this.#partitions.get(partition);
     if (!state || state.epoch !== epoch) return;
-    state.finished.add(offset);
+    if (offset === state.taken[state.head]) {
+      // The oldest unfinished one, the common case: no need to park it in the set.
+      state.position = offset + 1;
+      state.head++;
+      this.uncommitted--;
+    } else {
+      state.finished.add(offset);
+    }
     // Advance over the finished prefix; compaction keeps `taken` from growing forever.
     while (
       state.head < state.taken.length &&
@@ -776,15 +799,17 @@ export interface WorkQueueOptions<T> {
 
 /**
  * A FIFO of jobs that runs at most `concurrency()` of them at once. With key ordering,
- * jobs that share a partition and key wait in a lane and run one after another, in the
- * order they came; other keys keep running concurrently.
+ * jobs that share a partition and key form a lane: one of them is ready or running,
+ * the others wait behind it and run one after another, in the order they came; other
+ * keys keep running concurrently. `bytes` counts every job from push until it settles,
+ * so a cap on it bounds the messages held in memory, running ones included.
  */
 export class WorkQueue<T extends QueueItem> {
   #ready: T[] = [];
   #readyHead = 0;
-  #lanes = new Map<string, T[]>(); // key → jobs waiting behind the one in flight
-  #waiting = 0; // jobs in lanes
-  #queuedBytes = 0;
+  #lanes = new Map<string, { running: boolean; waiting: T[] }>();
+  #waiting = 0; // jobs waiting in lanes
+  #bytes = 0;
   #inFlight = 0;
   #settledWaiters: (() => void)[] = [];
   readonly #options: WorkQueueOptions<T>;
@@ -793,12 +818,14 @@ export class WorkQueue<T extends QueueItem> {
     this.#options = options;
   }
 
+  /** jobs not started yet */
   get queued(): number {
     return this.#ready.length - this.#readyHead + this.#waiting;
   }
 
-  get queuedBytes(): number {
-    return this.#queuedBytes;
+  /** bytes of the jobs queued or running */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   get inFlight(): number {
@@ -806,17 +833,16 @@ export class WorkQueue<T extends QueueItem> {
   }
 
   push(job: T): void {
-    this.#queuedBytes += job.bytes;
+    this.#bytes += job.bytes;
     const lane = this.#laneOf(job);
     if (lane !== undefined) {
-      const waiting = this.#lanes.get(lane);
-      if (waiting) {
-        waiting.push(job); // its key is busy: wait behind it
+      const busy = this.#lanes.get(lane);
+      if (busy) {
+        busy.waiting.push(job); // its key is taken: wait behind it
         this.#waiting++;
-        this.#pump();
         return;
       }
-      this.#lanes.set(lane, []); // the lane is now busy with this job
+      this.#lanes.set(lane, { running: false, waiting: [] });
     }
     this.#ready.push(job);
     this.#pump();
@@ -827,15 +853,19 @@ export class WorkQueue<T extends QueueItem> {
     const before = this.queued;
     const keep = (job: T) => {
       if (job.partition !== partition) return true;
-      this.#queuedBytes -= job.bytes;
+      this.#bytes -= job.bytes;
       return false;
     };
     this.#ready = this.#ready.slice(this.#readyHead).filter(keep);
     this.#readyHead = 0;
-    for (const [lane, waiting] of this.#lanes) {
-      const kept = waiting.filter(keep);
-      this.#waiting -= waiting.length - kept.length;
-      this.#lanes.set(lane, kept);
+    for (const [key, lane] of this.#lanes) {
+      if (!key.startsWith(`${partition}\u0000`)) continue;
+      this.#waiting -= lane.waiting.length;
+      for (const job of lane.waiting) this.#bytes -= job.bytes;
+      lane.waiting = [];
+      // A lane whose head was only ready has just lost it; one whose head is running
+      // stays until that job settles.
+      if (!lane.running) this.#lanes.delete(key);
     }
     return before - this.queued;
   }
@@ -863,7 +893,8 @@ export class WorkQueue<T extends QueueItem> {
         this.#ready = this.#ready.slice(this.#readyHead);
         this.#readyHead = 0;
       }
-      this.#queuedBytes -= job.bytes;
+      const lane = this.#laneOf(job);
+      if (lane !== undefined) (this.#lanes.get(lane) as { running: boolean }).running = true;
       this.#inFlight++;
       this.#options
         .run(job)
@@ -874,14 +905,17 @@ export class WorkQueue<T extends QueueItem> {
 
   #settle(job: T): void {
     this.#inFlight--;
-    const lane = this.#laneOf(job);
-    if (lane !== undefined) {
-      const next = this.#lanes.get(lane)?.shift();
+    this.#bytes -= job.bytes;
+    const key = this.#laneOf(job);
+    const lane = key === undefined ? undefined : this.#lanes.get(key);
+    if (key !== undefined && lane) {
+      const next = lane.waiting.shift();
       if (next) {
         this.#waiting--;
+        lane.running = false;
         this.#ready.push(next);
       } else {
-        this.#lanes.delete(lane);
+        this.#lanes.delete(key);
       }
     }
     this.#pump();
@@ -986,7 +1020,7 @@ function newStats() {
     abandoned: 0,
     pauses: 0,
     peakQueued: 0,
-    peakQueuedBytes: 0,
+    peakBufferedBytes: 0,
     commitErrors: 0,
     lastCommitError: "",
     /** elapsed, processed (incl. dead-lettered), rate and ms per message so far */

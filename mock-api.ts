@@ -10,7 +10,9 @@
  *   bun run mock-api.ts          deno run -A mock-api.ts          node mock-api.ts
  *   LATENCY_MS=1000 CAPACITY=20 bun run mock-api.ts      (settings: --help)
  *
- * Endpoints: POST /users  GET /stats  GET /ids  POST /reset  GET /health
+ * Endpoints: POST /users, GET /stats, GET /ids, GET /latency (end-to-end latency
+ * percentiles, from each event's createdAt), GET /timeline (successes per second),
+ * POST /reset, GET /health.
  */
 import { serve as serveOnNode } from "@hono/node-server";
 import { Hono } from "hono";
@@ -70,6 +72,9 @@ function emptyStats(): Stats {
 export function createApp(settings: Settings) {
   let stats = emptyStats();
   let seenIds = new Set<string>();
+  let latenciesMs: number[] = []; // created → answered, per successful call
+  let timeline: number[] = []; // successes per second since the last reset
+  let since = Date.now();
   const padding = "x".repeat(settings.RESPONSE_BYTES);
   const app = new Hono();
 
@@ -85,7 +90,7 @@ export function createApp(settings: Settings) {
     stats.peakConcurrent = Math.max(stats.peakConcurrent, stats.inFlight);
     const counted = stats; // a reset during this call must not skew the new counters
     try {
-      const id = await readId(c.req.raw);
+      const { id, createdAt } = await readEvent(c.req.raw);
       if (id === undefined) {
         counted.invalid++;
         return c.json({ error: 'expected a JSON object with a string "id"' }, 400);
@@ -104,6 +109,12 @@ export function createApp(settings: Settings) {
         return c.json({ error: "injected failure" }, 500);
       }
       counted.succeeded++;
+      if (counted === stats) {
+        const now = Date.now();
+        if (createdAt !== undefined) latenciesMs.push(now - createdAt);
+        const second = Math.floor((now - since) / 1_000);
+        timeline[second] = (timeline[second] ?? 0) + 1;
+      }
       return c.json({ ok: true, id, padding }, 201);
     } finally {
       counted.inFlight--;
@@ -112,9 +123,14 @@ export function createApp(settings: Settings) {
 
   app.get("/stats", (c) => c.json({ ...stats, distinctIds: seenIds.size }));
   app.get("/ids", (c) => c.json({ ids: [...seenIds] }));
+  app.get("/latency", (c) => c.json(percentiles(latenciesMs)));
+  app.get("/timeline", (c) => c.json({ perSecond: Array.from(timeline, (n) => n ?? 0) }));
   app.post("/reset", (c) => {
     stats = emptyStats();
     seenIds = new Set();
+    latenciesMs = [];
+    timeline = [];
+    since = Date.now();
     return c.json({ ok: true });
   });
   app.get("/health", (c) => c.json({ ok: true }));
@@ -139,14 +155,30 @@ async function main() {
 
 // ---- Helpers ----
 
-async function readId(request: Request): Promise<string | undefined> {
+/** The event's id (required) and creation time (optional) from the JSON body. */
+async function readEvent(request: Request): Promise<{ id?: string; createdAt?: number }> {
   try {
-    const body = (await request.json()) as unknown;
-    const id = (body as { id?: unknown } | null)?.id;
-    return typeof id === "string" && id !== "" ? id : undefined;
+    const body = (await request.json()) as { id?: unknown; createdAt?: unknown } | null;
+    const id = typeof body?.id === "string" && body.id !== "" ? body.id : undefined;
+    const created = typeof body?.createdAt === "string" ? Date.parse(body.createdAt) : Number.NaN;
+    return { id, createdAt: Number.isNaN(created) ? undefined : created };
   } catch {
-    return undefined;
+    return {};
   }
+}
+
+/** Latency percentiles in ms (nearest rank). */
+function percentiles(values: number[]) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p: number) =>
+    sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? null;
+  return {
+    count: sorted.length,
+    p50: at(50),
+    p90: at(90),
+    p99: at(99),
+    max: sorted.at(-1) ?? null,
+  };
 }
 
 function delay(ms: number): Promise<void> {

@@ -2,6 +2,7 @@
 // (scripts/broker.ts): KAFKA_BROKERS if set, else Docker Compose, else the JVM.
 import type { TestProject } from "vitest/node";
 import { acquireBroker, type Broker } from "../scripts/broker.ts";
+import { figuresFile, figuresTable, readFigures, removeFigures } from "./support/figures.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -9,12 +10,16 @@ declare module "vitest" {
     brokerSource: string;
     /** the JVM broker's folder, when the run started one (for restart tests) */
     brokerDir: string;
+    /** where tests record the figures printed at the end of the run */
+    figuresFile: string;
   }
 }
 
 let broker: Broker | undefined;
+const figures = figuresFile();
 
 export async function setup(project: TestProject) {
+  project.provide("figuresFile", figures);
   broker = await acquireBroker();
   console.log(`[global-setup] Kafka via ${broker.source} at ${broker.brokers}`);
   project.provide("kafkaBrokers", broker.brokers);
@@ -24,4 +29,11 @@ export async function setup(project: TestProject) {
 
 export async function teardown() {
   await broker?.stop();
+  const measured = readFigures(figures);
+  removeFigures(figures);
+  if (measured.length > 0) {
+    console.log(
+      `\nFigures measured by this run (${new Date().toISOString()}):\n${figuresTable(measured)}\n`,
+    );
+  }
 }

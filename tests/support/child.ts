@@ -81,14 +81,14 @@ export function lastJsonLine(text: string): Record<string, unknown> | undefined 
 
 /** Starts `script` (a path relative to the project root) on `runtime`. */
 export function startScript(runtime: Runtime, script: string, options: StartOptions = {}) {
-  const base = runtimeCommand(runtime, join(projectRoot, script), options.args ?? []);
-  const [command, args] = options.wrap
-    ? options.wrap(base.command, base.args)
-    : [base.command, base.args];
+  const { command, args } = runtimeCommand(runtime, join(projectRoot, script), options.args ?? []);
   return startCommand(command, args, options);
 }
 
-export function startCommand(command: string, args: string[], options: StartOptions = {}) {
+export function startCommand(program: string, programArgs: string[], options: StartOptions = {}) {
+  const [command, args] = options.wrap
+    ? options.wrap(program, programArgs)
+    : [program, programArgs];
   const started = Date.now();
   const child = spawn(command, args, {
     cwd: options.cwd ?? projectRoot,

@@ -57,7 +57,10 @@ describe("Watermarks", () => {
     expect(marks.hasRoom({ ...idle, messages: 99, bytes: 100 }, 10)).toBe(true);
     expect(marks.hasRoom({ ...idle, messages: 100, bytes: 100 }, 10)).toBe(false);
     expect(marks.hasRoom({ ...idle, messages: 5, bytes: 9_995 }, 10)).toBe(false);
-    expect(marks.hasRoom(idle, 50_000)).toBe(true); // a message bigger than the cap still gets through
+    // bytes still held by running jobs count: nothing queued, yet no room
+    expect(marks.hasRoom({ ...idle, messages: 0, bytes: 9_995 }, 10)).toBe(false);
+    expect(marks.hasRoom(idle, 50_000)).toBe(true); // bigger than the cap, but nothing else is held
+    expect(marks.hasRoom({ ...idle, messages: 100 }, 0)).toBe(false); // empty values count as messages
   });
 });
 
@@ -225,14 +228,14 @@ describe("WorkQueue", () => {
     expect(q.maxInFlight()).toBe(3);
   });
 
-  it("runs jobs in the order they came and counts queued bytes", async () => {
+  it("runs jobs in the order they came and counts bytes until each job settles", async () => {
     const q = controlledQueue(1);
     for (let id = 0; id < 4; id++) q.queue.push(job(id, 0, null, 100));
-    expect(q.queue.queuedBytes).toBe(300); // the first is running, not queued
+    expect(q.queue.bytes).toBe(400); // the running one still holds its message
     await q.finish(0);
     await q.finish(1);
     expect(q.started).toEqual([0, 1, 2]);
-    expect(q.queue.queuedBytes).toBe(100);
+    expect(q.queue.bytes).toBe(200);
   });
 
   it("follows a lowered limit: no new start until in flight is below it", async () => {
@@ -271,11 +274,23 @@ describe("WorkQueue", () => {
     q.queue.push(job(4, 1));
     expect(q.queue.dropPartition(0)).toBe(2);
     expect(q.queue.queued).toBe(2);
-    expect(q.queue.queuedBytes).toBe(20);
+    expect(q.queue.bytes).toBe(30); // job 0 is still running
     await q.finish(0);
     await q.finish(1);
     await q.finish(4);
     expect(q.started).toEqual([0, 1, 4]);
+  });
+
+  it("does not leave a key stuck when its ready head is dropped with its partition", async () => {
+    const q = controlledQueue(1, true);
+    q.queue.push(job(0, 1, "busy")); // takes the only slot
+    q.queue.push(job(1, 0, "k")); // ready, holding lane k, not started
+    q.queue.dropPartition(0);
+    q.queue.push(job(2, 0, "k")); // partition 0 assigned again, same key
+    await q.finish(0);
+    expect(q.started).toEqual([0, 2]);
+    await q.finish(2);
+    await q.queue.drained();
   });
 
   it("drains: drained() resolves only once everything queued and in flight is done", async () => {
