@@ -83,8 +83,8 @@ async function main() {
     clearInterval(statusTimer);
     memory.stop();
     printStatus();
+    const seconds = (performance.now() - stats.started) / 1_000; // leaving the group not included
     if (exitCode !== EXIT_MEMORY_LIMIT) await consumer.disconnect().catch(() => {});
-    const seconds = (performance.now() - stats.started) / 1_000;
     console.log(
       JSON.stringify({
         type: "summary",

@@ -25,7 +25,7 @@
  */
 
 import v8 from "node:v8";
-import { Kafka, type KafkaMessage, logLevel } from "kafkajs";
+import { Kafka, type KafkaMessage, logLevel, Partitioners } from "kafkajs";
 import { z } from "zod";
 
 // ---- Settings (environment variables; --help lists them) ----
@@ -152,12 +152,14 @@ async function main() {
     groupId: settings.KAFKA_GROUP_ID,
     maxWaitTimeInMs: settings.FETCH_MAX_WAIT_MS,
   });
-  const dlqProducer = kafka.producer();
+  // The default partitioner, named so KafkaJS does not warn that its default changed in 2.0.
+  const dlqProducer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
   const endAtStart = await connect(kafka, consumer, dlqProducer, settings, dlqTopic);
 
   const stats = newStats();
   const memory = watchMemory(settings.MEMORY_LIMIT_MB);
   adviseOnHeap(settings.MEMORY_LIMIT_MB);
+  adviseOnBunConnections(settings.CONCURRENCY);
   const tracker = new OffsetTracker();
   const limit = new AdaptiveLimit(settings.CONCURRENCY);
   const api = new ApiHealth(settings.API_UNREACHABLE_MS);
@@ -176,7 +178,7 @@ async function main() {
     run: (job) => handle(job),
     onSettled: () => {
       applyFlow();
-      if (caughtUp()) void stop("caught up with the end of the topic", 0);
+      checkEnd();
     },
   });
   let assigned = new Set<number>(); // partitions this member owns now
@@ -187,10 +189,14 @@ async function main() {
   //    keeps heartbeating; the queue, not KafkaJS, decides how much work is open.
   const admit = async (partition: number, message: KafkaMessage) => {
     const bytes = (message.value?.length ?? 0) + (message.key?.length ?? 0);
-    // Normally unreachable: we pause as soon as the queue is full. But KafkaJS hands
-    // over the first message of each further batch of the same fetch before it looks
-    // at the pause, so wait for room rather than go over the cap.
-    while (!watermarks.hasRoom(load(), bytes)) await queue.settled();
+    // Rare: we pause as soon as the next message might not fit. But KafkaJS hands over
+    // the first message of each further batch of the same fetch before it looks at the
+    // pause, and a message can be bigger than the last: wait for room (paused, so
+    // KafkaJS fetches nothing meanwhile) rather than go over the cap.
+    while (!watermarks.hasRoom(load(), bytes)) {
+      applyFlow(bytes);
+      await queue.settled();
+    }
     if (stopping || !assigned.has(partition)) return; // revoked while waiting
     const offset = Number(message.offset);
     const epoch = tracker.track(partition, offset);
@@ -201,7 +207,7 @@ async function main() {
     queue.push({ partition, offset, epoch, key: message.key?.toString() ?? null, bytes, message });
     stats.peakQueued = Math.max(stats.peakQueued, queue.queued);
     stats.peakBufferedBytes = Math.max(stats.peakBufferedBytes, queue.bytes);
-    applyFlow();
+    applyFlow(bytes);
   };
 
   // 2. Process: at most `limit.current` calls run; each ends processed or dead-lettered.
@@ -238,9 +244,10 @@ async function main() {
     bytes: queue.bytes,
     uncommitted: tracker.uncommitted,
   });
-  const applyFlow = () => {
+  /** `nextBytes`: the size the next message is likely to have (the last one's). */
+  const applyFlow = (nextBytes = 0) => {
     if (stopping) return;
-    const change = watermarks.update(load());
+    const change = watermarks.update(load(), nextBytes);
     if (change === "pause") {
       consumer.pause([{ topic }]);
       stats.pauses++;
@@ -259,7 +266,6 @@ async function main() {
         await consumer.commitOffsets(
           offsets.map(({ partition, offset }) => ({ topic, partition, offset: String(offset) })),
         );
-        for (const { partition, offset } of offsets) tracker.markCommitted(partition, offset);
       } catch (error) {
         // A rebalance or a broker restart: keep the offsets and try again next time.
         stats.commitErrors++;
@@ -269,6 +275,17 @@ async function main() {
     return committing;
   };
   const commitTimer = setInterval(commit, settings.COMMIT_INTERVAL_MS);
+  // Only the broker's answer counts: while KafkaJS restarts after a crash (a broker
+  // restart, say), commitOffsets resolves without committing anything.
+  consumer.on(consumer.events.COMMIT_OFFSETS, ({ payload }) => {
+    for (const committed of payload.topics) {
+      if (committed.topic !== topic) continue;
+      for (const { partition, offset } of committed.partitions) {
+        tracker.markCommitted(partition, Number(offset));
+      }
+    }
+    checkEnd();
+  });
 
   // 5. Rebalances: commit what is done while we still own it, then forget the
   //    partitions we lost: their queued messages are dropped, never committed.
@@ -284,28 +301,47 @@ async function main() {
     // KafkaJS forgets pauses when it restarts the consumer after a crash.
     if (watermarks.paused) consumer.pause([{ topic }]);
     if (endAtStart) {
-      void startOffsets(kafka, settings.KAFKA_GROUP_ID, topic, settings.FROM_BEGINNING).then(
-        (starts) => {
-          startAt = new Map([...now].map((partition) => [partition, starts.get(partition) ?? 0]));
-          if (caughtUp()) void stop("caught up with the end of the topic", 0);
-        },
-      );
+      startAt = undefined; // until the new partitions' starts are known, not caught up
+      findStarts(now);
     }
   });
+  // STOP_AT_END: where each assigned partition started. Right after a (re)join the
+  // broker may still be away: try again rather than crash on the rejection.
+  const findStarts = (partitions: Set<number>) => {
+    startOffsets(kafka, settings.KAFKA_GROUP_ID, topic, settings.FROM_BEGINNING).then(
+      (starts) => {
+        if (partitions !== assigned) return; // a later join has its own
+        startAt = new Map([...partitions].map((p) => [p, starts.get(p) ?? 0]));
+        checkEnd();
+      },
+      (error: Error) => {
+        console.error(`reading the start offsets failed (${error.message}); trying again`);
+        setTimeout(() => partitions === assigned && !stopping && findStarts(partitions), 1_000);
+      },
+    );
+  };
   consumer.on(consumer.events.CRASH, ({ payload }) => {
     if (!payload.restart) void stop(`Kafka consumer crashed: ${payload.error.message}`, 1);
   });
 
-  // STOP_AT_END: done when every assigned partition's processed prefix reaches the
-  // offset the topic ended at when we started.
-  const caughtUp = () =>
-    !stopping &&
+  // STOP_AT_END: done when every assigned partition is processed and committed up to
+  // where the topic ended when we started. Processed there: commit now, not at the next
+  // tick; committed there (the broker said so): stop.
+  const reached = (offsetOf: (partition: number) => number | undefined) =>
     endAtStart !== undefined &&
     startAt !== undefined &&
     [...startAt].every(
       ([partition, start]) =>
-        Math.max(start, tracker.position(partition) ?? 0) >= (endAtStart.get(partition) ?? 0),
+        Math.max(start, offsetOf(partition) ?? 0) >= (endAtStart.get(partition) ?? 0),
     );
+  const checkEnd = () => {
+    if (stopping) return;
+    if (reached((partition) => tracker.committed(partition))) {
+      void stop("caught up with the end of the topic", 0);
+    } else if (reached((partition) => tracker.position(partition))) {
+      void commit();
+    }
+  };
 
   // Status every STATUS_INTERVAL_MS; the memory ceiling and the API watchdog.
   const status = () => ({
@@ -316,7 +352,9 @@ async function main() {
     inFlight: queue.inFlight,
     limit: limit.current,
     paused: watermarks.paused,
+    partitions: [...assigned].sort((a, b) => a - b), // this member's share of the group
     uncommitted: tracker.uncommitted,
+    awaitingCommit: tracker.awaitingCommit,
     deadLettered: stats.deadLettered,
     malformed: stats.malformed,
     retries: stats.retries,
@@ -328,7 +366,7 @@ async function main() {
     console.log(
       settings.STATUS_FORMAT === "json"
         ? JSON.stringify(s)
-        : `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s, ${s.msPerMessage ?? "-"} ms/msg) queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit} (${s.bufferedMb} MB) paused ${s.paused ? "yes" : "no"} uncommitted ${fmt(s.uncommitted)} dlq ${s.deadLettered} (malformed ${s.malformed}) retries ${s.retries} throttled ${s.throttled} | ${memory.describe()}`,
+        : `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s, ${s.msPerMessage ?? "-"} ms/msg) queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit} (${s.bufferedMb} MB) paused ${s.paused ? "yes" : "no"} uncommitted ${fmt(s.uncommitted)} (+${fmt(s.awaitingCommit)} awaiting commit) dlq ${s.deadLettered} (malformed ${s.malformed}) retries ${s.retries} throttled ${s.throttled} | ${memory.describe()}`,
     );
   };
   const statusTimer = setInterval(() => {
@@ -338,7 +376,9 @@ async function main() {
       console.error(
         `The API at ${settings.API_URL} has not answered for ${Math.round(silence / 1_000)} s (last error: ${api.lastError}). Giving up: what is processed gets committed, the rest will be redelivered.`,
       );
-      void stop("API unreachable", EXIT_API_UNREACHABLE);
+      // No grace period: the calls in flight go to an API that does not answer, and
+      // would only keep retrying until SHUTDOWN_TIMEOUT_MS.
+      void stop("API unreachable", EXIT_API_UNREACHABLE, 0);
     }
   }, settings.STATUS_INTERVAL_MS);
   memory.onExceeded((figures) => {
@@ -359,7 +399,7 @@ async function main() {
   // ---- Shutdown ----
 
   /** Stop fetching, finish the queue within the deadline, commit, disconnect, exit. */
-  async function stop(reason: string, exitCode: number) {
+  async function stop(reason: string, exitCode: number, graceMs = settings.SHUTDOWN_TIMEOUT_MS) {
     if (stopping) return;
     stopping = true;
     try {
@@ -367,7 +407,7 @@ async function main() {
     } catch {
       // not running yet: nothing to pause
     }
-    const deadline = setTimeout(() => shutdown.abort(), settings.SHUTDOWN_TIMEOUT_MS);
+    const deadline = setTimeout(() => shutdown.abort(), graceMs);
     const unfinishedBefore = queue.queued + queue.inFlight;
     await queue.drained();
     clearTimeout(deadline);
@@ -376,8 +416,9 @@ async function main() {
     await commit();
     await consumer.disconnect().catch(() => {});
     await dlqProducer.disconnect().catch(() => {});
+    const notCommitted = tracker.awaitingCommit; // the last commit failed: say so
     console.error(
-      `${reason}: ${unfinishedBefore} messages were queued or in flight; ${stats.abandoned} left unfinished`,
+      `${reason}: ${unfinishedBefore} messages were queued or in flight; ${stats.abandoned} left unfinished${notCommitted ? `; ${notCommitted} processed but not committed (${stats.lastCommitError || "the broker did not confirm"}), to be delivered again` : ""}`,
     );
     exitNow(reason, exitCode);
   }
@@ -396,6 +437,7 @@ async function main() {
         malformed: stats.malformed,
         retries: stats.retries,
         throttled: stats.throttled,
+        limit: limit.current, // the concurrency limit at the end, after AIMD
         redelivered: stats.redelivered,
         droppedOnRevoke: stats.droppedOnRevoke,
         abandoned: stats.abandoned,
@@ -466,10 +508,13 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
         limit.onOverload(startedAt);
         stats.throttled++;
       }
-      const wait =
-        answer.retryAfterMs ??
-        backoffMs(Math.min(attempt, 10), settings.RETRY_BASE_MS, settings.RETRY_MAX_MS);
-      await sleep(Math.min(wait, settings.RETRY_MAX_MS), signal);
+      const wait = throttledDelayMs(
+        attempt,
+        answer.retryAfterMs,
+        settings.RETRY_BASE_MS,
+        settings.RETRY_MAX_MS,
+      );
+      await sleep(wait, signal);
       continue;
     }
     if (answer.kind === "rejected") {
@@ -635,12 +680,18 @@ export class Watermarks {
     };
   }
 
-  update(load: Load): "pause" | "resume" | undefined {
+  /**
+   * The change the load calls for, if any. `nextBytes` is the expected size of the next
+   * message: pause already when it would not fit under the byte cap, so the cap is
+   * kept by pausing rather than by holding KafkaJS up in eachMessage.
+   */
+  update(load: Load, nextBytes = 0): "pause" | "resume" | undefined {
     const { high, low } = this;
     if (!this.paused) {
       if (
         load.messages >= high.messages ||
         load.bytes >= high.bytes ||
+        load.bytes + nextBytes > high.bytes ||
         load.uncommitted >= high.uncommitted
       ) {
         this.paused = true;
@@ -674,6 +725,8 @@ interface PartitionOffsets {
   head: number;
   /** offsets finished but behind an unfinished one */
   finished: Set<number>;
+  /** the first offset taken: where a crash before any commit would start again */
+  first: number;
   /** the next offset to commit: everything below it is processed */
   position: number | undefined;
   committed: number | undefined;
@@ -700,6 +753,7 @@ export class OffsetTracker {
         taken: [],
         head: 0,
         finished: new Set(),
+        first: offset,
         position: undefined,
         committed: undefined,
       };
@@ -756,6 +810,18 @@ export class OffsetTracker {
     return result;
   }
 
+  /**
+   * Processed, but behind the last commit: with `uncommitted`, what a crash now would
+   * deliver again. Counts offsets, so gaps (compacted topics) make it an over-estimate.
+   */
+  get awaitingCommit(): number {
+    let count = 0;
+    for (const state of this.#partitions.values()) {
+      if (state.position !== undefined) count += state.position - (state.committed ?? state.first);
+    }
+    return count;
+  }
+
   markCommitted(partition: number, offset: number): void {
     const state = this.#partitions.get(partition);
     if (state) state.committed = offset;
@@ -764,6 +830,11 @@ export class OffsetTracker {
   /** The next offset to commit in a partition: everything before it is processed. */
   position(partition: number): number | undefined {
     return this.#partitions.get(partition)?.position;
+  }
+
+  /** The last offset the broker confirmed committed in a partition. */
+  committed(partition: number): number | undefined {
+    return this.#partitions.get(partition)?.committed;
   }
 
   committedOffsets(): Map<number, number> {
@@ -968,6 +1039,22 @@ export function backoffMs(
   return ceiling / 2 + random() * (ceiling / 2);
 }
 
+/**
+ * Wait before calling again after a 429/503 or a refused connection: Retry-After, but
+ * never less than our own backoff (a "Retry-After: 0" taken at its word makes every
+ * throttled call retry at once, a storm of 429s), and never more than maxMs.
+ */
+export function throttledDelayMs(
+  attempt: number,
+  retryAfter: number | undefined,
+  baseMs: number,
+  maxMs: number,
+  random = Math.random,
+): number {
+  const backoff = backoffMs(Math.min(attempt, 30), baseMs, maxMs, random);
+  return Math.min(maxMs, Math.max(retryAfter ?? 0, backoff));
+}
+
 /** Retry-After as milliseconds: delta-seconds or an HTTP date; undefined if absent or bad. */
 export function retryAfterMs(header: string | null, now = Date.now()): number | undefined {
   if (header === null || header.trim() === "") return undefined;
@@ -1082,8 +1169,8 @@ async function startOffsets(
   fromBeginning: boolean,
 ): Promise<Map<number, number>> {
   const admin = kafka.admin();
-  await admin.connect();
   try {
+    await admin.connect();
     const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
     const bounds = await admin.fetchTopicOffsets(topic);
     return new Map(
@@ -1169,6 +1256,19 @@ function adviseOnHeap(limitMb: number) {
   const flags = [`--max-old-space-size=${limitMb}`, "--max-semi-space-size=1"];
   console.error(
     `note: the heap may grow to ${heapLimitMb} MB here, far above MEMORY_LIMIT_MB=${limitMb}. To behave as in a pod with that limit, start with NODE_OPTIONS="${flags.join(" ")}" (Node) or DENO_V8_FLAGS=${flags.join(",")} (Deno).`,
+  );
+}
+
+/**
+ * Bun's fetch opens at most 256 connections (BUN_CONFIG_MAX_HTTP_REQUESTS) and queues
+ * further calls inside the runtime, where their timeout is already running.
+ */
+function adviseOnBunConnections(concurrency: number) {
+  if (!("Bun" in globalThis)) return;
+  const connections = Number(process.env.BUN_CONFIG_MAX_HTTP_REQUESTS || 256);
+  if (concurrency <= connections) return;
+  console.error(
+    `note: CONCURRENCY=${concurrency} but Bun's fetch opens at most ${connections} connections; the rest would wait inside Bun and time out. Start with BUN_CONFIG_MAX_HTTP_REQUESTS=${concurrency}.`,
   );
 }
 

@@ -10,9 +10,10 @@
  *   bun run mock-api.ts          deno run -A mock-api.ts          node mock-api.ts
  *   LATENCY_MS=1000 CAPACITY=20 bun run mock-api.ts      (settings: --help)
  *
- * Endpoints: POST /users, GET /stats, GET /ids, GET /latency (end-to-end latency
- * percentiles, from each event's createdAt), GET /timeline (successes per second),
- * POST /reset, GET /health.
+ * Endpoints: POST /users, GET /stats, GET /ids (in the order they first arrived),
+ * GET /succeeded (ids in the order they were answered 201, to check ordering), GET
+ * /latency (end-to-end latency percentiles, from each event's createdAt), GET /timeline
+ * (successes per second), POST /reset, GET /health.
  */
 import { serve as serveOnNode } from "@hono/node-server";
 import { Hono } from "hono";
@@ -72,6 +73,7 @@ function emptyStats(): Stats {
 export function createApp(settings: Settings) {
   let stats = emptyStats();
   let seenIds = new Set<string>();
+  let succeededIds: string[] = []; // in the order answered 201: shows processing order
   let latenciesMs: number[] = []; // created → answered, per successful call
   let timeline: number[] = []; // successes per second since the last reset
   let since = Date.now();
@@ -110,6 +112,7 @@ export function createApp(settings: Settings) {
       }
       counted.succeeded++;
       if (counted === stats) {
+        succeededIds.push(id);
         const now = Date.now();
         if (createdAt !== undefined) latenciesMs.push(now - createdAt);
         const second = Math.floor((now - since) / 1_000);
@@ -123,11 +126,13 @@ export function createApp(settings: Settings) {
 
   app.get("/stats", (c) => c.json({ ...stats, distinctIds: seenIds.size }));
   app.get("/ids", (c) => c.json({ ids: [...seenIds] }));
+  app.get("/succeeded", (c) => c.json({ ids: succeededIds }));
   app.get("/latency", (c) => c.json(percentiles(latenciesMs)));
   app.get("/timeline", (c) => c.json({ perSecond: Array.from(timeline, (n) => n ?? 0) }));
   app.post("/reset", (c) => {
     stats = emptyStats();
     seenIds = new Set();
+    succeededIds = [];
     latenciesMs = [];
     timeline = [];
     since = Date.now();

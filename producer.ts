@@ -10,7 +10,7 @@
  *   MESSAGES=100000 PAYLOAD_BYTES=4096 bun run producer.ts        (settings: --help)
  */
 import { randomBytes } from "node:crypto";
-import { Kafka, logLevel, type Message } from "kafkajs";
+import { Kafka, logLevel, type Message, Partitioners } from "kafkajs";
 import { z } from "zod";
 
 // ---- Settings (environment variables; --help lists them) ----
@@ -72,7 +72,8 @@ async function main() {
     retry: { retries: 5, maxRetryTime: 5_000 },
   });
   const admin = kafka.admin();
-  const producer = kafka.producer();
+  // The default partitioner, named so KafkaJS does not warn that its default changed in 2.0.
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
   try {
     await admin.connect();
     await producer.connect();
@@ -80,13 +81,27 @@ async function main() {
     fail(`Kafka is unreachable at ${settings.KAFKA_BROKERS}: ${(error as Error).message}`);
   }
 
-  const created = await admin.createTopics({
-    topics: [{ topic, numPartitions: settings.PARTITIONS }],
-    waitForLeaders: true,
-  });
-  const [metadata] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
+  // A broker that has just started may answer "unknown topic" about one it has just
+  // created: retry what Kafka calls retriable, a while, rather than die on a stack trace.
+  let created = false;
+  let partitions: number | undefined;
+  for (let attempt = 1; ; attempt++) {
+    let problem = "no metadata for it yet";
+    try {
+      const topics = [{ topic, numPartitions: settings.PARTITIONS }];
+      created = (await admin.createTopics({ topics, waitForLeaders: true })) || created;
+      const [metadata] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
+      partitions = metadata?.partitions.length;
+    } catch (error) {
+      problem = (error as Error).message;
+      if (!(error as { retriable?: boolean }).retriable) attempt = 10;
+    }
+    if (partitions !== undefined) break;
+    if (attempt >= 10) fail(`Could not create or read topic ${topic}: ${problem}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
   console.log(
-    `${created ? "created" : "using existing"} topic ${topic} with ${metadata?.partitions.length} partitions; sending ${total.toLocaleString("en-US")} events of ~${settings.PAYLOAD_BYTES} bytes`,
+    `${created ? "created" : "using existing"} topic ${topic} with ${partitions} partitions; sending ${total.toLocaleString("en-US")} events of ~${settings.PAYLOAD_BYTES} bytes`,
   );
 
   const started = performance.now();

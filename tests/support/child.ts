@@ -34,6 +34,8 @@ export interface StartOptions {
   sampleEveryMs?: number;
   /** wraps the command, e.g. to run it inside a cgroup: (cmd, args) => [cmd2, args2] */
   wrap?: (command: string, args: string[]) => [string, string[]];
+  /** called with every complete line the child writes */
+  onLine?: (line: string, stream: "stdout" | "stderr") => void;
 }
 
 export interface RunningScript {
@@ -92,7 +94,7 @@ export function startCommand(program: string, programArgs: string[], options: St
   const started = Date.now();
   const child = spawn(command, args, {
     cwd: options.cwd ?? projectRoot,
-    env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...options.env },
+    env: childEnv(options.env),
     stdio: ["ignore", "pipe", "pipe"],
   });
   if (child.pid === undefined) throw new Error(`could not start ${command}`);
@@ -109,6 +111,7 @@ export function startCommand(program: string, programArgs: string[], options: St
     const lines = (partial[into] + text).split("\n");
     partial[into] = lines.pop() ?? "";
     for (const line of lines) {
+      options.onLine?.(line, into);
       for (const waiter of waiters) {
         if (waiter.pattern.test(line)) {
           waiters.delete(waiter);
@@ -182,6 +185,23 @@ export function startCommand(program: string, programArgs: string[], options: St
     });
 
   return { child, pid, waitForLine, done } satisfies RunningScript;
+}
+
+/**
+ * The child's environment: ours, without what vitest adds (NODE_ENV=test makes KafkaJS
+ * shorten its retries, so a script would behave unlike its users' runs), plus `extra`.
+ */
+function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" };
+  delete env.NODE_ENV;
+  delete env.VITEST;
+  delete env.VITEST_POOL_ID;
+  delete env.VITEST_WORKER_ID;
+  for (const [name, value] of Object.entries(extra)) {
+    if (value === undefined) delete env[name];
+    else env[name] = value;
+  }
+  return env;
 }
 
 /** Runs a script to its end. */

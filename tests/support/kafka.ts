@@ -1,4 +1,5 @@
-// Small KafkaJS helpers for tests: unique names, topics, end and committed offsets.
+// Small KafkaJS helpers for tests: unique names, topics, end and committed offsets, and
+// reading a whole topic back (a dead-letter topic, with its headers).
 import { randomBytes } from "node:crypto";
 import { type Admin, Kafka, logLevel } from "kafkajs";
 
@@ -46,4 +47,72 @@ export async function createTopic(brokers: string, topic: string, numPartitions 
   await withAdmin(brokers, async (admin) => {
     await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
   });
+}
+
+export interface StoredMessage {
+  partition: number;
+  offset: number;
+  key: string | null;
+  value: Buffer | null;
+  headers: Record<string, string>;
+}
+
+/**
+ * Every message a topic holds now, with headers as strings, ordered by partition and
+ * offset. Reads with a throwaway group up to the end offsets taken at the start.
+ */
+export async function readTopic(
+  brokers: string,
+  topic: string,
+  timeoutMs = 60_000,
+): Promise<StoredMessage[]> {
+  const bounds = await withAdmin(brokers, (admin) => admin.fetchTopicOffsets(topic));
+  const pending = new Map(
+    bounds.filter((p) => Number(p.high) > Number(p.low)).map((p) => [p.partition, Number(p.high)]),
+  );
+  const messages: StoredMessage[] = [];
+  if (pending.size === 0) return messages;
+  const consumer = kafkaClient(brokers, "tests-reader").consumer({
+    groupId: uniqueName("tests-reader"),
+    maxWaitTimeInMs: 200,
+  });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`${topic}: not read to its end within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      consumer
+        .run({
+          autoCommit: false,
+          eachMessage: async ({ partition, message }) => {
+            const offset = Number(message.offset);
+            const end = pending.get(partition);
+            if (end === undefined || offset >= end) return; // written after we started
+            const headers: Record<string, string> = {};
+            for (const [name, value] of Object.entries(message.headers ?? {})) {
+              if (value !== undefined) headers[name] = String(value);
+            }
+            messages.push({
+              partition,
+              offset,
+              key: message.key?.toString() ?? null,
+              value: message.value,
+              headers,
+            });
+            if (offset + 1 >= end) pending.delete(partition);
+            if (pending.size === 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return messages.sort((a, b) => a.partition - b.partition || a.offset - b.offset);
 }

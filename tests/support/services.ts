@@ -21,8 +21,12 @@ export interface ApiStats {
 export interface MockApi {
   /** POST target for the consumers' API_URL */
   usersUrl: string;
+  /** the server process, e.g. to freeze it with SIGSTOP */
+  pid: number;
   stats(): Promise<ApiStats>;
   ids(): Promise<string[]>;
+  /** ids in the order the API answered them 201 */
+  succeeded(): Promise<string[]>;
   reset(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -43,8 +47,10 @@ export async function startMockApi(
   };
   return {
     usersUrl: `${base}/users`,
+    pid: api.pid,
     stats: () => get<ApiStats>("/stats"),
     ids: async () => (await get<{ ids: string[] }>("/ids")).ids,
+    succeeded: async () => (await get<{ ids: string[] }>("/succeeded")).ids,
     reset: async () => {
       await get("/reset", { method: "POST" });
     },

@@ -8,6 +8,7 @@ import {
   OffsetTracker,
   parseEvent,
   retryAfterMs,
+  throttledDelayMs,
   Watermarks,
   WorkQueue,
 } from "../../consumer-solved.ts";
@@ -144,6 +145,24 @@ describe("OffsetTracker", () => {
     expect(tracker.uncommitted).toBe(10); // all behind offset 0
     tracker.complete(0, 0, epoch);
     expect(tracker.uncommitted).toBe(0);
+  });
+
+  it("counts what is done but waits for the commit, so a crash's redelivery is known", () => {
+    const tracker = new OffsetTracker();
+    const epoch = tracker.track(0, 40) as number; // the group's committed offset was 40
+    for (let offset = 41; offset < 50; offset++) tracker.track(0, offset);
+    for (let offset = 40; offset < 45; offset++) tracker.complete(0, offset, epoch);
+    tracker.complete(0, 47, epoch);
+    expect(tracker.awaitingCommit).toBe(5); // 40..44: committable, not committed yet
+    expect(tracker.uncommitted).toBe(5); // 45..49, 47 among them though done
+    tracker.markCommitted(0, 43); // a commit that started before 43 and 44 were done
+    expect(tracker.awaitingCommit).toBe(2);
+    tracker.markCommitted(0, 45);
+    expect(tracker.awaitingCommit).toBe(0);
+    expect(tracker.committed(0)).toBe(45);
+    const other = tracker.track(1, 0) as number;
+    tracker.complete(1, 0, other);
+    expect(tracker.awaitingCommit).toBe(1);
   });
 
   it("keeps the right answer over many out-of-order completions", () => {
@@ -355,6 +374,16 @@ describe("helpers", () => {
     expect(backoffMs(1, 100, 10_000, () => 1)).toBe(100);
     expect(backoffMs(4, 100, 10_000, () => 1)).toBe(800);
     expect(backoffMs(20, 100, 10_000, () => 1)).toBe(10_000);
+  });
+
+  it("waits after a 429 for Retry-After, but never less than the backoff nor more than the cap", () => {
+    const top = () => 1; // backoff at its ceiling: 100, 200, 400 … ms
+    expect(throttledDelayMs(1, 0, 100, 10_000, top)).toBe(100); // "Retry-After: 0" is no hot loop
+    expect(throttledDelayMs(3, 0, 100, 10_000, top)).toBe(400);
+    expect(throttledDelayMs(1, 2_000, 100, 10_000, top)).toBe(2_000);
+    expect(throttledDelayMs(1, undefined, 100, 10_000, top)).toBe(100);
+    expect(throttledDelayMs(1, 60_000, 100, 10_000, top)).toBe(10_000);
+    expect(throttledDelayMs(1_000, undefined, 100, 10_000, top)).toBe(10_000);
   });
 
   it("reads Retry-After as seconds or as an HTTP date", () => {

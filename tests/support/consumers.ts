@@ -1,0 +1,118 @@
+// Running the two consumers the regression suite compares, under the same conditions,
+// and checking what a finished solved run owes: every id delivered, offsets committed.
+import { expect } from "vitest";
+import type { Runtime } from "../../scripts/runtimes.ts";
+import { type RunResult, runScript, type StartOptions } from "./child.ts";
+import { recordFigure } from "./figures.ts";
+import { committedOffsets, endOffsets } from "./kafka.ts";
+import { type Backlog, consumerEnv, type MockApi } from "./services.ts";
+
+/**
+ * The conditions both consumers get, with their own ceiling check and under the
+ * kernel's limit alike. The API is slow (5 s a call): a consumer that does not wait
+ * keeps every call it can start open, and on Node that is as many as its CPU can start
+ * in 5 s, so the API has to be this slow for the pile-up to pass the limit on a 2-core
+ * machine (at 2 s, Node's stayed near 240-320 MB). The solved one keeps `concurrency`.
+ */
+export const conditions = {
+  ceilingMb: 320,
+  latencyMs: 5_000,
+  messages: 8_000,
+  payloadBytes: 16_384,
+  concurrency: 400, // the solved consumer's; the unbounded one has no such setting
+} as const;
+
+/**
+ * Settings both consumers get on a runtime. Bun's fetch opens at most 256 connections
+ * and queues the rest inside the runtime, their timeouts running; 400 calls in flight
+ * need more.
+ */
+export function runtimeSettings(runtime: Runtime): Record<string, string> {
+  return runtime === "bun" ? { BUN_CONFIG_MAX_HTTP_REQUESTS: "512" } : {};
+}
+
+export interface ConsumerRun {
+  runtime: Runtime;
+  brokers: string;
+  backlog: Backlog;
+  api: MockApi;
+  /** settings on top of the conditions above (MEMORY_LIMIT_MB, heap flags, …) */
+  env?: Record<string, string>;
+  wrap?: StartOptions["wrap"];
+}
+
+export function groupOf(backlog: Backlog, consumer: string): string {
+  return `${backlog.topic}-${consumer}`;
+}
+
+export async function runUnbounded({ runtime, brokers, backlog, api, env, wrap }: ConsumerRun) {
+  return await runScript(runtime, "consumer-backpressure.ts", {
+    env: consumerEnv(brokers, backlog.topic, groupOf(backlog, "unbounded"), {
+      API_URL: api.usersUrl,
+      STOP_AT_END: "true",
+      ...runtimeSettings(runtime),
+      ...env,
+    }),
+    wrap,
+  });
+}
+
+export async function runSolved({ runtime, brokers, backlog, api, env, wrap }: ConsumerRun) {
+  await api.reset();
+  return await runScript(runtime, "consumer-solved.ts", {
+    env: consumerEnv(brokers, backlog.topic, groupOf(backlog, "solved"), {
+      API_URL: api.usersUrl,
+      CONCURRENCY: String(conditions.concurrency),
+      STOP_AT_END: "true",
+      ...runtimeSettings(runtime),
+      ...env,
+    }),
+    wrap,
+  });
+}
+
+/** A solved run that ended by itself owes this: exit 0, every id delivered, all committed. */
+export async function expectProcessedEverything(
+  run: RunResult,
+  { brokers, backlog, api }: ConsumerRun,
+) {
+  expect(run.code, run.stderr.slice(-2_000)).toBe(0);
+  expect(run.summary).toMatchObject({ processed: backlog.messages, deadLettered: 0 });
+  expect((await api.stats()).distinctIds).toBe(backlog.messages);
+  expect((await api.ids()).sort()).toEqual([...backlog.ids].sort());
+  expect(await committedOffsets(brokers, groupOf(backlog, "solved"), backlog.topic)).toEqual(
+    await endOffsets(brokers, backlog.topic),
+  );
+}
+
+/** The largest rise of RSS between two samples: how much one sampling interval can miss. */
+export function largestStepMb(run: RunResult): number {
+  let step = 0;
+  for (let i = 1; i < run.samples.length; i++) {
+    step = Math.max(step, (run.samples[i]?.rssMb ?? 0) - (run.samples[i - 1]?.rssMb ?? 0));
+  }
+  return step;
+}
+
+export function recordRun(
+  caseName: string,
+  runtime: Runtime,
+  consumer: string,
+  backlog: Backlog,
+  run: RunResult,
+  extra: { ceilingMb?: number; note?: string } = {},
+) {
+  const reported = Number(run.summary?.peakRssMb);
+  recordFigure({
+    case: caseName,
+    runtime,
+    consumer,
+    messages: backlog.messages,
+    observedPeakRssMb: run.observedPeakRssMb,
+    reportedPeakRssMb: Number.isFinite(reported) ? reported : undefined,
+    ceilingMb: extra.ceilingMb ?? Number(run.summary?.memoryLimitMb),
+    seconds: run.durationMs / 1_000,
+    exit: run.signal ?? String(run.code),
+    note: extra.note,
+  });
+}

@@ -1,0 +1,106 @@
+// consumer-solved.ts as a child process watched through its JSON status lines: wait for
+// a condition on them (processed so far, queue full, …) and keep them for assertions.
+import type { Runtime } from "../../scripts/runtimes.ts";
+import { type RunningScript, type RunResult, startScript } from "./child.ts";
+
+/** One status line of consumer-solved.ts (STATUS_FORMAT=json). */
+export interface SolvedStatus {
+  type: "status";
+  elapsedS: number;
+  processed: number;
+  queued: number;
+  inFlight: number;
+  limit: number;
+  paused: boolean;
+  /** the partitions this member holds */
+  partitions: number[];
+  /** taken but not committable: queued, in flight, or done behind an unfinished one */
+  uncommitted: number;
+  /** done and committable, waiting for the next commit */
+  awaitingCommit: number;
+  deadLettered: number;
+  malformed: number;
+  retries: number;
+  throttled: number;
+}
+
+export interface SolvedRun extends RunningScript {
+  /** every status line so far, oldest first */
+  statuses: SolvedStatus[];
+  /**
+   * Resolves with the first status line that satisfies `test`: among those seen already
+   * too, unless `newOnly`. Rejects on timeout or if the consumer exits first.
+   */
+  waitForStatus(
+    test: (status: SolvedStatus) => boolean,
+    options?: { timeoutMs?: number; newOnly?: boolean },
+  ): Promise<SolvedStatus>;
+}
+
+function parseStatus(line: string): SolvedStatus | undefined {
+  if (!line.startsWith('{"type":"status"')) return undefined;
+  try {
+    return JSON.parse(line) as SolvedStatus;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The status lines in a finished run's stdout. */
+export function statusesOf(run: Pick<RunResult, "stdout">): SolvedStatus[] {
+  return run.stdout
+    .split("\n")
+    .map(parseStatus)
+    .filter((status) => status !== undefined);
+}
+
+/** Starts consumer-solved.ts with JSON status lines. */
+export function startSolved(runtime: Runtime, env: Record<string, string>): SolvedRun {
+  const statuses: SolvedStatus[] = [];
+  const waiters = new Set<{ test: (status: SolvedStatus) => boolean; resolve: () => void }>();
+  const run = startScript(runtime, "consumer-solved.ts", {
+    env: { ...env, STATUS_FORMAT: "json" },
+    onLine: (line, stream) => {
+      const status = stream === "stdout" ? parseStatus(line) : undefined;
+      if (!status) return;
+      statuses.push(status);
+      for (const waiter of waiters) if (waiter.test(status)) waiter.resolve();
+    },
+  });
+  const waitForStatus: SolvedRun["waitForStatus"] = (test, { timeoutMs = 60_000, newOnly } = {}) =>
+    new Promise<SolvedStatus>((resolve, reject) => {
+      const seen = newOnly ? undefined : statuses.find(test);
+      if (seen) return resolve(seen);
+      const waiter = {
+        test,
+        resolve: () => {
+          finish();
+          resolve(statuses.at(-1) as SolvedStatus);
+        },
+      };
+      const timer = setTimeout(() => {
+        finish();
+        const recent = statuses.slice(-3).map((status) => JSON.stringify(status));
+        reject(
+          new Error(
+            `no status line met the condition within ${timeoutMs} ms; the last ones:\n${recent.join("\n")}`,
+          ),
+        );
+      }, timeoutMs);
+      const finish = () => {
+        waiters.delete(waiter);
+        clearTimeout(timer);
+      };
+      waiters.add(waiter);
+      void run.done.then((result) => {
+        if (!waiters.has(waiter)) return;
+        finish();
+        reject(
+          new Error(
+            `exited (code ${result.code}, signal ${result.signal}) before the status condition\n${result.stderr.slice(-2_000)}`,
+          ),
+        );
+      });
+    });
+  return { ...run, statuses, waitForStatus };
+}
