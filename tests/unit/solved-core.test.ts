@@ -30,6 +30,12 @@ describe("Watermarks", () => {
     expect(marks.update({ ...idle, messages: 3, bytes: 10_000 })).toBe("pause");
   });
 
+  it("pauses as soon as a next message of the same size would not fit under the byte cap", () => {
+    const marks = new Watermarks(high, 0.5);
+    expect(marks.update({ ...idle, messages: 3, bytes: 9_000 }, 1_000)).toBeUndefined();
+    expect(marks.update({ ...idle, messages: 3, bytes: 9_001 }, 1_000)).toBe("pause");
+  });
+
   it("pauses when too much is taken but not committable", () => {
     const marks = new Watermarks(high, 0.5);
     expect(marks.update({ ...idle, messages: 1, uncommitted: 1_000 })).toBe("pause");
