@@ -1286,13 +1286,14 @@ function round(n: number, digits: number): number {
   return Number(n.toFixed(digits));
 }
 
-// ---- Settings helpers (each script of this project carries its own, to stand alone) ----
+// ---- Settings helpers (each script of this project carries its own, to stand alone;
+// exported here for the benchmark's strategy consumers) ----
 
-function text(fallback: string, doc: string) {
+export function text(fallback: string, doc: string) {
   return z.string().trim().min(1, { error: "must not be empty" }).default(fallback).describe(doc);
 }
 
-function wholeNumber(fallback: number, min: number, max: number, doc: string) {
+export function wholeNumber(fallback: number, min: number, max: number, doc: string) {
   const error = `expected a whole number from ${min} to ${max}`;
   return z.coerce
     .number({ error })
@@ -1303,7 +1304,7 @@ function wholeNumber(fallback: number, min: number, max: number, doc: string) {
     .describe(doc);
 }
 
-function flag(fallback: boolean, doc: string) {
+export function flag(fallback: boolean, doc: string) {
   return z.stringbool({ error: "expected true or false" }).default(fallback).describe(doc);
 }
 
@@ -1319,7 +1320,7 @@ function choice<const T extends readonly [string, ...string[]]>(
 }
 
 /** Reads the settings from the environment; --help lists them; a bad one exits 2. */
-function loadSettings<S extends z.ZodRawShape>(
+export function loadSettings<S extends z.ZodRawShape>(
   shape: S,
   check?: (settings: z.infer<z.ZodObject<S>>) => [string, string] | undefined,
 ): z.infer<z.ZodObject<S>> {

@@ -151,3 +151,11 @@ export async function apiLatency(usersUrl: string): Promise<LatencyPercentiles> 
 export async function apiTimeline(usersUrl: string): Promise<number[]> {
   return (await getJson<{ perSecond: number[] }>(`${apiBase(usersUrl)}/timeline`)).perSecond;
 }
+
+/** With --help, prints the file's header comment (its usage) and returns true. */
+export function printedHelp(fileUrl: string): boolean {
+  if (!process.argv.includes("--help") && !process.argv.includes("-h")) return false;
+  const doc = readFileSync(new URL(fileUrl), "utf8");
+  console.log(doc.slice(doc.indexOf("/**") + 3, doc.indexOf("*/")).replace(/^ \* ?/gm, ""));
+  return true;
+}

@@ -23,7 +23,7 @@
  * (`apt-get install -y kcat`); without it, says so and exits 1.
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -46,6 +46,7 @@ import {
   markdownTable,
   numberOption,
   option,
+  printedHelp,
   runtimeList,
   runtimeVersions,
 } from "./harness.ts";
@@ -67,11 +68,7 @@ interface Measurement {
 }
 
 async function main() {
-  if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    const doc = readFileSync(new URL(import.meta.url), "utf8");
-    console.log(doc.slice(doc.indexOf("/**") + 3, doc.indexOf("*/")).replace(/^ \* ?/gm, ""));
-    return;
-  }
+  if (printedHelp(import.meta.url)) return;
   const kcatVersion = kcatAvailable();
   if (!kcatVersion) {
     console.error(INSTALL_KCAT);

@@ -1,41 +1,3 @@
-/**
- * bench/strategies.ts: the end-to-end strategy benchmark. The same backlog, the same
- * slow API and the same memory ceiling for six ways to consume with KafkaJS:
- *
- *   1. eachMessage awaited (KafkaJS's default)           bench/strategies/each-message.ts
- *   2. partitionsConsumedConcurrently = partitions        bench/strategies/partitions-concurrently.ts
- *   3. the original project's queue (pause at 2,000,      bench/strategies/original-queue.ts
- *      resume when empty, auto commit)
- *   4. eachBatch, CONCURRENCY at once, barrier per batch  bench/strategies/each-batch.ts
- *   5. consumer-solved.ts, as it is
- *   6. consumer-backpressure.ts, unbounded: dies at the ceiling
- *
- *   node bench/strategies.ts                        (both backlogs, Bun, about 10 minutes)
- *   node bench/strategies.ts --backlogs=10000 --runtime=node
- *   QUICK=1 OUT_DIR=/tmp/x node bench/strategies.ts (tiny: a CI smoke test)
- *
- * Options, as flags (--latency-ms=190) or environment variables (LATENCY_MS=190):
- *   BACKLOGS        messages per backlog, comma-separated        [10000,100000]
- *   RUNTIME         bun, node or deno, for the consumers          [bun]
- *   LATENCY_MS      the mock API's latency                        [190]
- *   JITTER_MS       plus 0..JITTER_MS at random (mean +J/2)       [20]
- *   CONCURRENCY     calls in flight, for the bounded strategies   [200]
- *   PARTITIONS      of each backlog's topic                       [3]
- *   PAYLOAD_BYTES   size of each event                            [1024]
- *   MEMORY_LIMIT_MB the ceiling, for every consumer               [256]
- *   CAP_S           strategies 1 and 2 stop after this long       [20]
- *   STRATEGIES      which to run (ids, comma-separated)           [all]
- *   OUT_DIR         where results go                              [bench/results]
- *   QUICK=1         300 messages, 20 ms, 20 calls, 3 s cap (explicit options still win)
- *
- * A broker comes from scripts/broker.ts's acquireBroker() (KAFKA_BROKERS if set), and
- * is stopped at the end if this started it. The mock API (on Bun) is reset before each
- * run; its /timeline gives throughput per second, its /latency end-to-end latency.
- * Every consumer is a child process whose RSS is read from /proc from outside.
- * Writes OUT_DIR/strategies-<date>.json (everything, timelines and RSS samples
- * included), OUT_DIR/strategies.md, OUT_DIR/throughput.svg and OUT_DIR/memory.svg.
- */
-import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { basename, join, resolve } from "node:path";
@@ -59,6 +21,7 @@ import {
   markdownTable,
   numberOption,
   option,
+  printedHelp,
   runtimeList,
   runtimeVersions,
   sleep,
@@ -250,11 +213,7 @@ function limitPerSec(bound: Bound, s: Settings): number {
 }
 
 async function main() {
-  if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    const doc = readFileSync(new URL(import.meta.url), "utf8");
-    console.log(doc.slice(doc.indexOf("/**") + 3, doc.indexOf("*/")).replace(/^ \* ?/gm, ""));
-    return;
-  }
+  if (printedHelp(import.meta.url)) return;
   const settings = readSettings();
   const started = Date.now();
   const specs = strategies.filter((s) => settings.strategies.includes(s.id));

@@ -13,7 +13,13 @@
 
 import { type Consumer, type ConsumerConfig, Kafka, logLevel } from "kafkajs";
 import { z } from "zod";
-import { parseEvent } from "../../consumer-solved.ts";
+import {
+  flag,
+  loadSettings as loadFromEnv,
+  parseEvent,
+  text,
+  wholeNumber,
+} from "../../consumer-solved.ts";
 
 const settingsShape = {
   KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),
@@ -66,7 +72,7 @@ export async function startStrategy(
   consumerConfig: Partial<ConsumerConfig> = {},
 ): Promise<Strategy> {
   const started = performance.now();
-  const settings = loadSettings(name);
+  const settings = loadFromEnv(settingsShape);
   const topic = settings.KAFKA_TOPIC;
   const kafka = new Kafka({
     clientId: `bench-${name}`,
@@ -261,45 +267,4 @@ function runtime(): string {
 
 function round(n: number, digits: number): number {
   return Number(n.toFixed(digits));
-}
-
-// ---- Settings helpers ----
-
-function text(fallback: string, doc: string) {
-  return z.string().trim().min(1, { error: "must not be empty" }).default(fallback).describe(doc);
-}
-
-function wholeNumber(fallback: number, min: number, max: number, doc: string) {
-  const error = `expected a whole number from ${min} to ${max}`;
-  return z.coerce
-    .number({ error })
-    .int({ error })
-    .min(min, { error })
-    .max(max, { error })
-    .default(fallback)
-    .describe(doc);
-}
-
-function flag(fallback: boolean, doc: string) {
-  return z.stringbool({ error: "expected true or false" }).default(fallback).describe(doc);
-}
-
-/** Reads the settings from the environment; --help lists them; a bad one exits 2. */
-function loadSettings(name: string): Settings {
-  if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    console.log(`Settings of the "${name}" strategy, from environment variables:`);
-    for (const [key, field] of Object.entries(settingsShape) as [string, z.ZodDefault][]) {
-      const fallback = field.def.defaultValue;
-      const shown = fallback === "" ? "" : ` [default: ${fallback}]`;
-      console.log(`  ${key.padEnd(20)} ${field.description}${shown}`);
-    }
-    process.exit(0);
-  }
-  const result = z.object(settingsShape).safeParse(process.env);
-  if (result.success) return result.data;
-  for (const issue of result.error.issues) {
-    const key = String(issue.path[0]);
-    console.error(`Bad setting ${key}=${JSON.stringify(process.env[key])}: ${issue.message}`);
-  }
-  process.exit(2);
 }
