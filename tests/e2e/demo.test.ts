@@ -7,7 +7,6 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, inject, it } from "vitest";
-import { runtimeBinary } from "../../scripts/runtimes.ts";
 import { startCommand } from "../support/child.ts";
 
 const brokers = inject("kafkaBrokers");
@@ -28,13 +27,10 @@ it("npm run demo --quick runs both consumers, writes its summary and chart, and 
   const out = await mkdtemp(join(tmpdir(), "demo-"));
   const before = scriptPids();
   try {
-    const run = await startCommand(
-      runtimeBinary("node"),
-      ["scripts/demo.ts", "--quick", "--out", out],
-      {
-        env: { KAFKA_BROKERS: brokers },
-      },
-    ).done;
+    // The README's command, through npm.
+    const run = await startCommand("npm", ["run", "demo", "--", "--quick", "--out", out], {
+      env: { KAFKA_BROKERS: brokers },
+    }).done;
     expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
     expect(run.stdout).toMatch(/\| unbounded \|/);
     expect(run.stdout).toMatch(/\| solved \| 500 of 500 \|/);

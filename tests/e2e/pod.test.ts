@@ -130,8 +130,12 @@ describe.skipIf(!support.ok)(
 
     it("node: a deliberately broken solved consumer (high watermark a million) is OOM-killed", async () => {
       // Proves the check can fail: the same script with its bounds lifted takes the whole
-      // backlog into memory.
-      const backlog = await produce(brokers, uniqueName("pod-broken"), { messages, payloadBytes });
+      // backlog into memory, and 24,000 messages of 16 KB (375 MB) do not fit in 320 MB.
+      // (The regular 8,000 fit: their cgroup peak was 262 MB.)
+      const backlog = await produce(brokers, uniqueName("pod-broken"), {
+        messages: 24_000,
+        payloadBytes,
+      });
       await withCgroup({ memoryLimitMb: limitMb, name: "broken" }, async (cgroup) => {
         const run = await runSolved({
           runtime: "node",
