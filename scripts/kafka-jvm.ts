@@ -146,9 +146,16 @@ function serverProperties(dir: string, port: number, controllerPort: number): st
   ].join("\n")}\n`;
 }
 
-function kraftClusterId(): string {
-  // Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
-  return randomBytes(16).toString("base64url");
+/**
+ * A new cluster id: 16 random bytes in URL-safe base64 without padding, as Kafka's
+ * own. Like Kafka's, never one that starts with "-": the storage tool would read it
+ * as an option (1 id in 64 did, and formatting failed).
+ */
+export function kraftClusterId(): string {
+  for (;;) {
+    const id = randomBytes(16).toString("base64url");
+    if (!id.startsWith("-")) return id;
+  }
 }
 
 export async function tail(file: string, lines = 40): Promise<string> {
