@@ -8,6 +8,10 @@
  *   - at most CONCURRENCY calls in flight, lowered while the API answers 429/503;
  *   - fetching from Kafka pauses when the queue is full and resumes at LOW_WATERMARK,
  *     not only when it is empty, so the queue never runs dry while a resume takes effect;
+ *   - the process's own memory is a watermark too: past half of MEMORY_LIMIT_MB (by
+ *     default the container's limit) it asks the runtime to collect garbage, and past
+ *     70% after a collection it pauses fetching; each message is copied out of the
+ *     fetch response, and its bytes are posted as they came;
  *   - an offset is committed only once it and every offset before it in its partition
  *     are processed (auto commit is off), so a crash never skips a message;
  *   - failed calls are retried with backoff and then, like malformed messages, sent to
@@ -24,7 +28,10 @@
  * the consumer itself runs only when this file is the program.
  */
 
+import { readFileSync } from "node:fs";
+import { totalmem } from "node:os";
 import v8 from "node:v8";
+import vm from "node:vm";
 import { Kafka, type KafkaMessage, logLevel, Partitioners } from "kafkajs";
 import { z } from "zod";
 
@@ -113,10 +120,10 @@ const settingsShape = {
     "exit 0 once everything that was in the topic at start is processed and committed",
   ),
   MEMORY_LIMIT_MB: wholeNumber(
-    256,
+    containerMemoryLimitMb() ?? 256,
     0,
     1_000_000,
-    "exit 3 when resident memory (RSS) passes this, as a pod is killed at its limit (0: off)",
+    "memory budget (default: the container's limit, else 256): garbage is collected and fetching paused as RSS nears it; exit 3 past it, as a pod is killed (0: off)",
   ),
   STATUS_INTERVAL_MS: wholeNumber(500, 50, 3_600_000, "how often to print the status line"),
   STATUS_FORMAT: choice(
@@ -151,6 +158,11 @@ async function main() {
   const consumer = kafka.consumer({
     groupId: settings.KAFKA_GROUP_ID,
     maxWaitTimeInMs: settings.FETCH_MAX_WAIT_MS,
+    // One fetch response is held whole in memory while its messages are handed over
+    // (KafkaJS's defaults: 10 MB, 1 MB per partition): keep it a slice of the byte cap.
+    // A bigger message still comes, alone: Kafka always returns at least one.
+    maxBytes: fetchBytes(settings.MAX_BUFFERED_BYTES),
+    maxBytesPerPartition: fetchBytes(settings.MAX_BUFFERED_BYTES),
   });
   // The default partitioner, named so KafkaJS does not warn that its default changed in 2.0.
   const dlqProducer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
@@ -158,7 +170,14 @@ async function main() {
 
   const stats = newStats();
   const memory = watchMemory(settings.MEMORY_LIMIT_MB);
-  adviseOnHeap(settings.MEMORY_LIMIT_MB);
+  // Memory: past half the budget, ask for collections; past 70% after one, pause.
+  const collect = garbageCollector();
+  const guard = new MemoryGuard(settings.MEMORY_LIMIT_MB, readRssMb, collect);
+  const guardTimer = setInterval(() => {
+    const before = guard.pressure;
+    if (guard.check() !== before) applyFlow();
+  }, 50);
+  if (!collect) adviseOnHeap(settings.MEMORY_LIMIT_MB);
   adviseOnBunConnections(settings.CONCURRENCY);
   const tracker = new OffsetTracker();
   const limit = new AdaptiveLimit(settings.CONCURRENCY);
@@ -189,6 +208,7 @@ async function main() {
   //    keeps heartbeating; the queue, not KafkaJS, decides how much work is open.
   const admit = async (partition: number, message: KafkaMessage) => {
     const bytes = (message.value?.length ?? 0) + (message.key?.length ?? 0);
+    guard.taken(bytes); // may collect garbage, or call for a pause
     // Rare: we pause as soon as the next message might not fit. But KafkaJS hands over
     // the first message of each further batch of the same fetch before it looks at the
     // pause, and a message can be bigger than the last: wait for room (paused, so
@@ -204,7 +224,14 @@ async function main() {
       stats.redelivered++; // already queued, in flight or done: KafkaJS re-fetched it
       return;
     }
-    queue.push({ partition, offset, epoch, key: message.key?.toString() ?? null, bytes, message });
+    queue.push({
+      partition,
+      offset,
+      epoch,
+      key: message.key?.toString() ?? null,
+      bytes,
+      message: detach(message),
+    });
     stats.peakQueued = Math.max(stats.peakQueued, queue.queued);
     stats.peakBufferedBytes = Math.max(stats.peakBufferedBytes, queue.bytes);
     applyFlow(bytes);
@@ -243,6 +270,7 @@ async function main() {
     messages: queue.queued,
     bytes: queue.bytes,
     uncommitted: tracker.uncommitted,
+    memoryPressure: guard.pressure,
   });
   /** `nextBytes`: the size the next message is likely to have (the last one's). */
   const applyFlow = (nextBytes = 0) => {
@@ -359,6 +387,8 @@ async function main() {
     malformed: stats.malformed,
     retries: stats.retries,
     throttled: stats.throttled,
+    collections: guard.collections,
+    memoryPressure: guard.pressure,
     ...memory.figures(),
   });
   const printStatus = () => {
@@ -425,6 +455,7 @@ async function main() {
 
   function exitNow(exitReason: string, exitCode: number) {
     clearInterval(statusTimer);
+    clearInterval(guardTimer);
     memory.stop();
     printStatus();
     console.log(
@@ -446,6 +477,7 @@ async function main() {
         peakBufferedMb: round(stats.peakBufferedBytes / 2 ** 20, 1),
         commitErrors: stats.commitErrors,
         committed: Object.fromEntries(tracker.committedOffsets()),
+        collections: guard.collections, // asked of the runtime by the memory guard
         peakRssMb: memory.peakRssMb(),
         peakHeapMb: memory.peakHeapMb(),
         memoryLimitMb: settings.MEMORY_LIMIT_MB,
@@ -493,7 +525,8 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
   const parsed = parseEvent(job.message.value);
   if ("problem" in parsed)
     return { deadLetter: { reason: parsed.problem, attempts: 0 }, malformed: true };
-  const body = JSON.stringify(parsed.event);
+  // Post the bytes we were given, checked, rather than a re-serialised copy of them.
+  const body = job.message.value as Buffer<ArrayBuffer>;
 
   for (let attempt = 1, failures = 0; ; attempt++) {
     const startedAt = performance.now();
@@ -541,7 +574,7 @@ type Answer =
 
 async function callApi(
   url: string,
-  body: string,
+  body: Uint8Array<ArrayBuffer>,
   timeoutMs: number,
   shutdown: AbortSignal,
 ): Promise<Answer> {
@@ -655,10 +688,15 @@ async function deadLetter(
 
 // ---- The core: pure logic, exported and unit-tested without a broker ----
 
-export interface Load {
+export interface Limits {
   messages: number;
   bytes: number;
   uncommitted: number;
+}
+
+export interface Load extends Limits {
+  /** the process is near its memory budget even after a collection */
+  memoryPressure?: boolean;
 }
 
 /**
@@ -668,10 +706,10 @@ export interface Load {
  */
 export class Watermarks {
   paused = false;
-  readonly high: Load;
-  readonly low: Load;
+  readonly high: Limits;
+  readonly low: Limits;
 
-  constructor(high: Load, lowRatio: number) {
+  constructor(high: Limits, lowRatio: number) {
     this.high = high;
     this.low = {
       messages: Math.floor(high.messages * lowRatio),
@@ -692,7 +730,8 @@ export class Watermarks {
         load.messages >= high.messages ||
         load.bytes >= high.bytes ||
         load.bytes + nextBytes > high.bytes ||
-        load.uncommitted >= high.uncommitted
+        load.uncommitted >= high.uncommitted ||
+        (load.memoryPressure && load.bytes > 0) // holding nothing, a pause cannot help
       ) {
         this.paused = true;
         return "pause";
@@ -700,7 +739,8 @@ export class Watermarks {
     } else if (
       load.messages <= low.messages &&
       load.bytes <= low.bytes &&
-      load.uncommitted <= low.uncommitted
+      load.uncommitted <= low.uncommitted &&
+      (!load.memoryPressure || load.bytes === 0)
     ) {
       this.paused = false;
       return "resume";
@@ -715,6 +755,70 @@ export class Watermarks {
   hasRoom(load: Load, bytes: number): boolean {
     if (load.messages >= this.high.messages) return false;
     return load.bytes === 0 || load.bytes + bytes <= this.high.bytes;
+  }
+}
+
+/**
+ * Keeps the process under its memory budget. Each message is copied several times on
+ * its way to the API (socket chunks, the fetch response, a string, the parsed object,
+ * the request body), and a collector that sees a heap far smaller than the machine runs
+ * late, so garbage, not the messages held, is what fills a pod. So: once RSS passes
+ * `collectAt` of the budget, ask for a full collection for every `collectEvery` of the
+ * budget taken in (the garbage comes with the bytes); if RSS is still past `pauseAt`
+ * after one, report pressure: fetching pauses, and while it lasts a collection runs at
+ * most every `minGapMs` as the calls in flight finish.
+ */
+export class MemoryGuard {
+  pressure = false;
+  collections = 0;
+  readonly collectAtMb: number;
+  readonly pauseAtMb: number;
+  readonly collectEveryBytes: number;
+  #bytesSinceCollection = 0;
+  #bytesSinceCheck = 0;
+  #lastCollection = Number.NEGATIVE_INFINITY;
+  readonly #readRssMb: () => number;
+  readonly #collect: (() => void) | undefined;
+  readonly #minGapMs: number;
+
+  constructor(
+    budgetMb: number,
+    readRssMb: () => number,
+    collect: (() => void) | undefined,
+    { collectAt = 0.5, pauseAt = 0.7, collectEvery = 1 / 16, minGapMs = 200 } = {},
+  ) {
+    const off = budgetMb <= 0;
+    this.collectAtMb = off ? Number.POSITIVE_INFINITY : budgetMb * collectAt;
+    this.pauseAtMb = off ? Number.POSITIVE_INFINITY : budgetMb * pauseAt;
+    this.collectEveryBytes = Math.max(2 ** 20, budgetMb * 2 ** 20 * collectEvery);
+    this.#readRssMb = readRssMb;
+    this.#collect = collect;
+    this.#minGapMs = minGapMs;
+  }
+
+  /** Counts bytes taken in; checks memory every quarter of `collectEvery`. */
+  taken(bytes: number, now = performance.now()): void {
+    this.#bytesSinceCollection += bytes;
+    this.#bytesSinceCheck += bytes;
+    if (this.#bytesSinceCheck >= this.collectEveryBytes / 4) this.check(now);
+  }
+
+  /** Samples RSS, collects if it is due, and returns whether there is pressure. */
+  check(now = performance.now()): boolean {
+    this.#bytesSinceCheck = 0;
+    let rssMb = this.#readRssMb();
+    const due =
+      this.#bytesSinceCollection >= this.collectEveryBytes ||
+      (this.pressure && now - this.#lastCollection >= this.#minGapMs);
+    if (rssMb >= this.collectAtMb && due && this.#collect) {
+      this.#collect();
+      this.#lastCollection = now;
+      this.#bytesSinceCollection = 0;
+      this.collections++;
+      rssMb = this.#readRssMb();
+    }
+    this.pressure = rssMb >= this.pauseAtMb;
+    return this.pressure;
   }
 }
 
@@ -959,7 +1063,10 @@ export class WorkQueue<T extends QueueItem> {
 
   #pump(): void {
     while (this.#inFlight < this.#options.concurrency() && this.#readyHead < this.#ready.length) {
-      const job = this.#ready[this.#readyHead++] as T;
+      const job = this.#ready[this.#readyHead] as T;
+      // Let go of the started job here: until compaction, the array would keep every
+      // started message (and its bytes) alive, unseen by the byte cap.
+      this.#ready[this.#readyHead++] = undefined as unknown as T;
       if (this.#readyHead > 1024 && this.#readyHead * 2 > this.#ready.length) {
         this.#ready = this.#ready.slice(this.#readyHead);
         this.#readyHead = 0;
@@ -1093,6 +1200,77 @@ export class ApiHealth {
 }
 
 // ---- Helpers ----
+
+/**
+ * A message's key, value and headers are views into the whole fetch response (up to
+ * megabytes): copy them out, so a message that waits holds its own bytes only.
+ */
+function detach(message: KafkaMessage): KafkaMessage {
+  const copy = (bytes: Buffer) => Buffer.from(new Uint8Array(bytes).buffer);
+  if (message.key) message.key = copy(message.key);
+  if (message.value) message.value = copy(message.value);
+  for (const [name, value] of Object.entries(message.headers ?? {})) {
+    if (Buffer.isBuffer(value) && message.headers) message.headers[name] = copy(value);
+  }
+  return message;
+}
+
+/** Bytes one fetch may bring: a quarter of the byte cap, at most KafkaJS's 10 MB. */
+function fetchBytes(maxBufferedBytes: number): number {
+  return Math.max(1_024, Math.min(10 * 2 ** 20, Math.floor(maxBufferedBytes / 4)));
+}
+
+function readRssMb(): number {
+  return process.memoryUsage.rss() / 2 ** 20;
+}
+
+/**
+ * A full garbage collection on demand: Bun.gc on Bun; on V8 (Node, Deno) the gc
+ * function, which a running program can expose to itself without a start flag.
+ */
+function garbageCollector(): (() => void) | undefined {
+  const bun = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun;
+  if (bun) return () => bun.gc(true);
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    return vm.runInNewContext("gc") as () => void;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The memory limit of the container (cgroup) this process runs in, in MB, if it has
+ * one below the machine's memory: cgroup v2's memory.max, or v1's memory.limit_in_bytes,
+ * the lowest on the way up from this process's cgroup.
+ */
+function containerMemoryLimitMb(): number | undefined {
+  let membership: string;
+  try {
+    membership = readFileSync("/proc/self/cgroup", "utf8");
+  } catch {
+    return undefined; // not Linux, or not allowed to look
+  }
+  const v1 = membership.match(/^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/m)?.[1];
+  const v2 = membership.match(/^0::(.*)$/m)?.[1];
+  const [base, file, path] =
+    v1 !== undefined
+      ? ["/sys/fs/cgroup/memory", "memory.limit_in_bytes", v1]
+      : ["/sys/fs/cgroup", "memory.max", v2 ?? "/"];
+  let lowest = totalmem();
+  // In a container the cgroup's own folder is usually mounted as the root: look there too.
+  const parts = path.split("/").filter(Boolean);
+  const dirs = [base, ...parts.map((_, i) => `${base}/${parts.slice(0, i + 1).join("/")}`)];
+  for (const dir of dirs) {
+    try {
+      const limit = Number(readFileSync(`${dir}/${file}`, "utf8").trim()); // "max": NaN
+      if (Number.isFinite(limit) && limit > 0) lowest = Math.min(lowest, limit);
+    } catch {
+      // not there (or not ours to read): look further
+    }
+  }
+  return lowest < totalmem() ? Math.floor(lowest / 2 ** 20) : undefined;
+}
 
 function newStats() {
   const started = performance.now();
@@ -1246,8 +1424,9 @@ function watchMemory(limitMb: number) {
 
 /**
  * V8 (Node, Deno) sizes its heap from the machine, not from MEMORY_LIMIT_MB, and on a
- * large machine grows it far beyond what it needs. In a container Node sizes it from
- * the limit itself (Deno does not); elsewhere it has to be told.
+ * large machine lets garbage grow far beyond what it holds. In a container Node sizes
+ * it from the limit itself (Deno does not). The memory guard's collections make up for
+ * it; where the runtime would not let us collect, it has to be told.
  */
 function adviseOnHeap(limitMb: number) {
   if (limitMb === 0 || "Bun" in globalThis) return;

@@ -5,6 +5,7 @@
  *
  *   memoryChart(series, { ceilingMb, title })   resident memory over time, one line per run
  *   throughputChart(series, { title })          messages per second over time, per strategy
+ *   sizeChart(points, { ceilingMb, title })     peak memory by message size, per series
  *   writeChart(path, svg)
  */
 
@@ -72,6 +73,43 @@ export async function throughputChart(
             color: LIMIT_COLOR,
             dash: [4, 4],
           })),
+    ],
+  });
+}
+
+/** One point per category (message size, in the order given) and series, with the ceiling drawn. */
+export async function sizeChart(
+  points: { series: string; size: string; value: number }[],
+  options: { ceilingMb: number; title: string },
+): Promise<string> {
+  const series = [...new Set(points.map((p) => p.series))].map((label) => ({ label }));
+  const sizes = [...new Set(points.map((p) => p.size))];
+  return await render({
+    ...frame(options.title),
+    layer: [
+      {
+        data: { values: points },
+        mark: { type: "line", strokeWidth: 2, point: true },
+        encoding: {
+          x: { field: "size", type: "ordinal", title: "message size", sort: sizes },
+          y: {
+            field: "value",
+            type: "quantitative",
+            title: "peak memory (MB)",
+            scale: { zero: true, nice: true },
+          },
+          color: {
+            field: "series",
+            type: "nominal",
+            scale: { domain: series.map((s) => s.label), range: SERIES_COLORS },
+            legend: { title: null, orient: "top", direction: "horizontal", columns: 3 },
+          },
+        },
+      },
+      ...horizontalRule(options.ceilingMb, `pod limit ${fmt(options.ceilingMb)} MB`, {
+        color: CEILING_COLOR,
+        dash: [6, 4],
+      }),
     ],
   });
 }

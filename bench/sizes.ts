@@ -1,0 +1,224 @@
+/**
+ * bench/sizes.ts: memory and throughput by message size, per runtime.
+ *
+ * For each message size and runtime, on one backlog per size (20 times the solved
+ * consumer's byte cap, or 20,000 messages, whichever is less), an API at LATENCY_MS:
+ *   - solved, in a POD_MB memory cgroup on its defaults (it takes its budget from the
+ *     cgroup): the kernel's peak charge, peak RSS, msg/s and MB/s;
+ *   - solved with no memory limit at all (MEMORY_LIMIT_MB=0, no cgroup): msg/s and MB/s,
+ *     what the budget costs in speed;
+ *   - unbounded (consumer-backpressure.ts) with no limit: how high memory goes without
+ *     bounds.
+ * Writes bench/results/sizes.md, sizes-<date>.json and memory-by-size.svg.
+ *
+ *   node bench/sizes.ts
+ *   RUNTIMES=bun SIZES_KB=1,64 node bench/sizes.ts
+ *
+ * Options (flag --name=value or environment variable):
+ *   RUNTIMES       bun,deno,node                            [bun,deno,node]
+ *   SIZES_KB       message sizes in KB                      [1,16,64,256,900]
+ *   LATENCY_MS     the API's latency                        [100]
+ *   POD_MB         the memory cgroup's limit                [256]
+ *   MAX_MESSAGES   the backlog's cap in messages            [20000]
+ *   OUT_DIR        where results go                         [bench/results]
+ */
+import { mkdir, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { acquireBroker } from "../scripts/broker.ts";
+import { cgroupSupport, createCgroup } from "../scripts/cgroup.ts";
+import { sizeChart, writeChart } from "../scripts/charts.ts";
+import { projectRoot } from "../scripts/kafka-jvm.ts";
+import type { Runtime } from "../scripts/runtimes.ts";
+import { type RunResult, runScript } from "../tests/support/child.ts";
+import { uniqueName } from "../tests/support/kafka.ts";
+import { type Backlog, consumerEnv, produce, startMockApi } from "../tests/support/services.ts";
+import {
+  apiTimeline,
+  dateStamp,
+  describeMachine,
+  fmt,
+  listOption,
+  machine,
+  markdownTable,
+  numberOption,
+  option,
+  printedHelp,
+  runtimeList,
+  runtimeVersions,
+} from "./harness.ts";
+
+/** the solved consumer's defaults */
+const byteCap = 16 * 2 ** 20;
+const concurrency = 200;
+
+type Mode = "solved in pod" | "solved, no limit" | "unbounded, no limit";
+
+interface Cell {
+  runtime: Runtime;
+  sizeKb: number;
+  mode: Mode;
+  messages: number;
+  exit: string;
+  processed: number;
+  seconds: number;
+  msgPerSec: number;
+  mbPerSec: number;
+  /** the busiest-second median of the API's successes, from its timeline */
+  steadyPerSec: number;
+  peakRssMb: number;
+  peakChargedMb?: number;
+  oomKills?: number;
+}
+
+async function main() {
+  if (printedHelp(import.meta.url)) return;
+  const runtimes = runtimeList(listOption("RUNTIMES", "bun,deno,node"));
+  const sizesKb = listOption("SIZES_KB", "1,16,64,256,900").map(Number);
+  const latencyMs = numberOption("LATENCY_MS", 100);
+  const podMb = numberOption("POD_MB", 256);
+  const maxMessages = numberOption("MAX_MESSAGES", 20_000);
+  const outDir = resolve(projectRoot, option("OUT_DIR", "bench/results"));
+  const support = await cgroupSupport();
+  if (!support.ok) {
+    console.error(`bench/sizes.ts needs memory cgroups: ${support.reason}`);
+    process.exit(1);
+  }
+  const startedAt = new Date();
+  const broker = await acquireBroker();
+  const api = await startMockApi({ LATENCY_MS: String(latencyMs), JITTER_MS: "10" });
+  const cells: Cell[] = [];
+  try {
+    for (const sizeKb of sizesKb) {
+      const size = sizeKb * 1_024;
+      const messages = Math.min(maxMessages, Math.ceil((20 * byteCap) / size));
+      const backlog = await produce(broker.brokers, uniqueName(`sizes-${sizeKb}k`), {
+        messages,
+        payloadBytes: size,
+      });
+      for (const runtime of runtimes) {
+        for (const mode of ["solved in pod", "solved, no limit", "unbounded, no limit"] as Mode[]) {
+          const cell = await measure(runtime, mode, backlog, sizeKb);
+          cells.push(cell);
+          console.log(
+            `[sizes] ${sizeKb} KB ${runtime} ${mode}: exit ${cell.exit}, ${fmt(cell.msgPerSec)} msg/s, ${fmt(cell.mbPerSec, 1)} MB/s, peak RSS ${fmt(cell.peakRssMb)} MB${cell.peakChargedMb === undefined ? "" : `, charged ${fmt(cell.peakChargedMb)} MB`}`,
+          );
+        }
+      }
+    }
+  } finally {
+    await api.stop();
+    await broker.stop();
+  }
+
+  async function measure(runtime: Runtime, mode: Mode, backlog: Backlog, sizeKb: number) {
+    await api.reset();
+    const solved = mode !== "unbounded, no limit";
+    const env = consumerEnv(broker.brokers, backlog.topic, uniqueName(`sizes-${runtime}`), {
+      API_URL: api.usersUrl,
+      STOP_AT_END: "true",
+      ...(mode === "solved in pod" ? {} : { MEMORY_LIMIT_MB: "0" }),
+    });
+    const script = solved ? "consumer-solved.ts" : "consumer-backpressure.ts";
+    const cgroup =
+      mode === "solved in pod"
+        ? await createCgroup({ memoryLimitMb: podMb, name: `sizes-${runtime}` })
+        : undefined;
+    let run: RunResult;
+    let pod: { peakMb: number; oomKills: number } | undefined;
+    try {
+      run = await runScript(runtime, script, { env, wrap: cgroup?.wrap });
+      pod = await cgroup?.stats();
+    } finally {
+      await cgroup?.remove();
+    }
+    const timeline = await apiTimeline(api.usersUrl);
+    const processed = Number(run.summary?.processed ?? 0);
+    const seconds = Number(run.summary?.durationMs ?? run.durationMs) / 1_000;
+    const msgPerSec = processed / seconds;
+    return {
+      runtime,
+      sizeKb,
+      mode,
+      messages: backlog.messages,
+      exit: run.signal ?? String(run.code),
+      processed,
+      seconds,
+      msgPerSec,
+      mbPerSec: (msgPerSec * sizeKb) / 1_024,
+      steadyPerSec: busyMedian(timeline),
+      peakRssMb: run.observedPeakRssMb,
+      peakChargedMb: pod?.peakMb,
+      oomKills: pod?.oomKills,
+    } satisfies Cell;
+  }
+
+  const limitPerSec = concurrency / (latencyMs / 1_000);
+  const rows = cells.map((c) => [
+    `${c.sizeKb} KB`,
+    c.runtime,
+    c.mode,
+    `${fmt(c.processed)}/${fmt(c.messages)}`,
+    c.exit,
+    fmt(c.msgPerSec),
+    `${fmt(c.steadyPerSec)} (${fmt((100 * c.steadyPerSec) / limitPerSec)}%)`,
+    fmt(c.mbPerSec, 1),
+    fmt(c.peakRssMb),
+    c.peakChargedMb === undefined ? "-" : fmt(c.peakChargedMb),
+  ]);
+  const m = machine();
+  const versions = runtimeVersions();
+  const markdown = [
+    `# Memory and throughput by message size (${dateStamp(startedAt)})`,
+    "",
+    `Measured ${startedAt.toISOString()} on ${describeMachine(m)}; ${runtimes.map((r) => `${r} ${versions[r]}`).join(", ")}.`,
+    `API ${latencyMs} ms; the solved consumer on its defaults (CONCURRENCY ${concurrency}, byte cap 16 MB): at most ${fmt(limitPerSec)} msg/s, or byte cap ÷ size × 1 s ÷ latency for large messages. "In pod": a ${podMb} MB memory cgroup. "Steady": the median of the API's busiest seconds, share of CONCURRENCY ÷ latency.`,
+    "",
+    markdownTable(
+      [
+        "size",
+        "runtime",
+        "consumer",
+        "processed",
+        "exit",
+        "msg/s",
+        "steady msg/s",
+        "MB/s",
+        "peak RSS (MB)",
+        "peak charged (MB)",
+      ],
+      rows,
+      ["l", "l", "l", "r", "l", "r", "r", "r", "r", "r"],
+    ),
+    "",
+  ].join("\n");
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, "sizes.md"), markdown);
+  await writeFile(
+    join(outDir, `sizes-${dateStamp(startedAt)}.json`),
+    `${JSON.stringify({ startedAt, machine: m, versions, latencyMs, podMb, cells }, null, 2)}\n`,
+  );
+  const svg = await sizeChart(
+    cells
+      .filter((c) => c.mode !== "solved, no limit")
+      .map((c) => ({
+        series: `${c.mode === "solved in pod" ? "solved (charged, in pod)" : "unbounded (RSS)"} ${c.runtime}`,
+        size: `${c.sizeKb} KB`,
+        value: c.peakChargedMb ?? c.peakRssMb,
+      })),
+    {
+      ceilingMb: podMb,
+      title: `Peak memory by message size, API ${latencyMs} ms (${dateStamp(startedAt)})`,
+    },
+  );
+  await writeChart(join(outDir, "memory-by-size.svg"), svg);
+  console.log(markdown);
+}
+
+/** The median of the seconds with at least half the busiest second's successes. */
+function busyMedian(perSecond: number[]): number {
+  const peak = Math.max(0, ...perSecond);
+  const busy = perSecond.filter((n) => n >= peak / 2).sort((a, b) => a - b);
+  return busy.length === 0 ? 0 : (busy[Math.floor(busy.length / 2)] ?? 0);
+}
+
+if (import.meta.main) await main();
