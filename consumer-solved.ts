@@ -219,6 +219,8 @@ async function main() {
       api,
       stats,
       signal: shutdown.signal,
+      // A call waiting to be retried gives its slot to the next message meanwhile.
+      waitToRetry: (ms) => queue.withoutSlot(sleep(ms, shutdown.signal)),
     });
     if (outcome.deadLetter) {
       await deadLetter(
@@ -480,6 +482,8 @@ interface ProcessContext {
   api: ApiHealth;
   stats: Stats;
   signal: AbortSignal;
+  /** waits `ms` before the next attempt, without holding a concurrency slot */
+  waitToRetry: (ms: number) => Promise<void>;
 }
 
 /**
@@ -489,7 +493,7 @@ interface ProcessContext {
  * this message will never be accepted: dead-letter at once.
  */
 async function processMessage(job: Job, context: ProcessContext): Promise<Outcome> {
-  const { settings, limit, api, stats, signal } = context;
+  const { settings, limit, api, stats, signal, waitToRetry } = context;
   const parsed = parseEvent(job.message.value);
   if ("problem" in parsed)
     return { deadLetter: { reason: parsed.problem, attempts: 0 }, malformed: true };
@@ -514,7 +518,7 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
         settings.RETRY_BASE_MS,
         settings.RETRY_MAX_MS,
       );
-      await sleep(wait, signal);
+      await waitToRetry(wait);
       continue;
     }
     if (answer.kind === "rejected") {
@@ -527,7 +531,7 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
       };
     }
     stats.retries++;
-    await sleep(backoffMs(failures, settings.RETRY_BASE_MS, settings.RETRY_MAX_MS), signal);
+    await waitToRetry(backoffMs(failures, settings.RETRY_BASE_MS, settings.RETRY_MAX_MS));
   }
 }
 
@@ -873,7 +877,8 @@ export interface WorkQueueOptions<T> {
  * jobs that share a partition and key form a lane: one of them is ready or running,
  * the others wait behind it and run one after another, in the order they came; other
  * keys keep running concurrently. `bytes` counts every job from push until it settles,
- * so a cap on it bounds the messages held in memory, running ones included.
+ * so a cap on it bounds the messages held in memory, running ones included. A running
+ * job may wait without its slot (`withoutSlot`, for a retry's backoff), then come back.
  */
 export class WorkQueue<T extends QueueItem> {
   #ready: T[] = [];
@@ -882,6 +887,8 @@ export class WorkQueue<T extends QueueItem> {
   #waiting = 0; // jobs waiting in lanes
   #bytes = 0;
   #inFlight = 0;
+  #retrying = 0; // running jobs waiting without a slot, or for one back
+  #returning: (() => void)[] = []; // of those, the ones whose wait is over
   #settledWaiters: (() => void)[] = [];
   readonly #options: WorkQueueOptions<T>;
 
@@ -889,9 +896,14 @@ export class WorkQueue<T extends QueueItem> {
     this.#options = options;
   }
 
-  /** jobs not started yet */
+  /** jobs waiting for a slot: not started yet, or started and waiting to be retried */
   get queued(): number {
-    return this.#ready.length - this.#readyHead + this.#waiting;
+    return this.#ready.length - this.#readyHead + this.#waiting + this.#retrying;
+  }
+
+  /** started jobs waiting, without a slot, to be retried */
+  get retrying(): number {
+    return this.#retrying;
   }
 
   /** bytes of the jobs queued or running */
@@ -941,6 +953,30 @@ export class WorkQueue<T extends QueueItem> {
     return before - this.queued;
   }
 
+  /**
+   * Called by a running job: gives its slot to the next job while `wait` runs, then
+   * waits for a slot again, ahead of the jobs not started yet. Meanwhile the job is
+   * still held: counted in `queued` and `bytes`, its key's lane still blocked, and it
+   * settles only when its `run` ends. If `wait` rejects (shutdown), it is rethrown at
+   * once, and the job settles as a running one would.
+   */
+  async withoutSlot(wait: Promise<void>): Promise<void> {
+    this.#inFlight--;
+    this.#retrying++;
+    this.#pump();
+    try {
+      await wait;
+    } catch (error) {
+      this.#retrying--;
+      this.#inFlight++;
+      throw error;
+    }
+    await new Promise<void>((resolve) => {
+      this.#returning.push(resolve);
+      this.#pump();
+    });
+  }
+
   /** Resolves the next time a job settles. */
   settled(): Promise<void> {
     return new Promise((resolve) => this.#settledWaiters.push(resolve));
@@ -958,7 +994,15 @@ export class WorkQueue<T extends QueueItem> {
   }
 
   #pump(): void {
-    while (this.#inFlight < this.#options.concurrency() && this.#readyHead < this.#ready.length) {
+    while (this.#inFlight < this.#options.concurrency()) {
+      const back = this.#returning.shift(); // a job back from its wait goes first
+      if (back) {
+        this.#retrying--;
+        this.#inFlight++;
+        back();
+        continue;
+      }
+      if (this.#readyHead >= this.#ready.length) return;
       const job = this.#ready[this.#readyHead++] as T;
       if (this.#readyHead > 1024 && this.#readyHead * 2 > this.#ready.length) {
         this.#ready = this.#ready.slice(this.#readyHead);
