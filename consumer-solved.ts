@@ -164,6 +164,7 @@ async function main() {
   const limit = new AdaptiveLimit(settings.CONCURRENCY);
   const api = new ApiHealth(settings.API_UNREACHABLE_MS);
   const shutdown = new AbortController(); // aborts waits and calls once the deadline passes
+  shutdown.signal.addEventListener("abort", () => abortOpenCalls(shutdown.signal.reason));
   const watermarks = new Watermarks(
     {
       messages: settings.HIGH_WATERMARK,
@@ -176,9 +177,11 @@ async function main() {
     concurrency: () => limit.current,
     keyOrdering: settings.KEY_ORDERING,
     run: (job) => handle(job),
-    onSettled: () => {
+    onSettled: (job) => {
       applyFlow();
-      checkEnd();
+      // STOP_AT_END: only a partition at its end can complete the set; check the set
+      // then, not after every message.
+      if (atEnd(job.partition)) checkEnd();
     },
   });
   let assigned = new Set<number>(); // partitions this member owns now
@@ -211,17 +214,18 @@ async function main() {
   };
 
   // 2. Process: at most `limit.current` calls run; each ends processed or dead-lettered.
+  const processing: ProcessContext = {
+    settings,
+    limit,
+    api,
+    stats,
+    signal: shutdown.signal,
+    // A call waiting to be retried gives its slot to the next message meanwhile.
+    waitToRetry: (ms) => queue.withoutSlot(sleep(ms, shutdown.signal)),
+  };
   const handle = async (job: Job) => {
     if (shutdown.signal.aborted) throw shutdown.signal.reason; // past the shutdown deadline
-    const outcome = await processMessage(job, {
-      settings,
-      limit,
-      api,
-      stats,
-      signal: shutdown.signal,
-      // A call waiting to be retried gives its slot to the next message meanwhile.
-      waitToRetry: (ms) => queue.withoutSlot(sleep(ms, shutdown.signal)),
-    });
+    const outcome = await processMessage(job, processing);
     if (outcome.deadLetter) {
       await deadLetter(
         dlqProducer,
@@ -336,6 +340,9 @@ async function main() {
       ([partition, start]) =>
         Math.max(start, offsetOf(partition) ?? 0) >= (endAtStart.get(partition) ?? 0),
     );
+  const atEnd = (partition: number) =>
+    endAtStart !== undefined &&
+    (tracker.position(partition) ?? 0) >= (endAtStart.get(partition) ?? 0);
   const checkEnd = () => {
     if (stopping) return;
     if (reached((partition) => tracker.committed(partition))) {
@@ -543,21 +550,29 @@ type Answer =
   | { kind: "rejected"; reason: string } // other 4xx: this message is the problem
   | { kind: "unreachable"; reason: string; retryAfterMs?: undefined }; // no HTTP answer at all
 
+/** The calls in flight, each with its own controller: a shutdown aborts them all. */
+const openCalls = new Set<AbortController>();
+
+function abortOpenCalls(reason: unknown) {
+  for (const call of openCalls) call.abort(reason);
+}
+
 async function callApi(
   url: string,
   body: string,
   timeoutMs: number,
   shutdown: AbortSignal,
 ): Promise<Answer> {
-  // One controller per call, cleaned up when the call ends: a timer or a listener on
-  // the long-lived shutdown signal left behind per call would pile up with the calls.
+  // One controller per call, cleaned up when the call ends: a timer left behind per
+  // call would pile up with the calls. Shutdown aborts the open ones (openCalls): one
+  // listener in all is cheaper than one added and removed per call.
+  if (shutdown.aborted) throw shutdown.reason;
   const call = new AbortController();
   const timer = setTimeout(
     () => call.abort(new DOMException("timeout", "TimeoutError")),
     timeoutMs,
   );
-  const onShutdown = () => call.abort(shutdown.reason);
-  shutdown.addEventListener("abort", onShutdown, { once: true });
+  openCalls.add(call);
   let response: Response;
   let text: string;
   try {
@@ -578,7 +593,7 @@ async function callApi(
     };
   } finally {
     clearTimeout(timer);
-    shutdown.removeEventListener("abort", onShutdown);
+    openCalls.delete(call);
   }
   const status = response.status;
   if (response.ok) return { kind: "ok" };
@@ -612,11 +627,14 @@ export function parseEvent(value: Buffer | null): { event: UserEvent } | { probl
   if (typeof event !== "object" || event === null || Array.isArray(event)) {
     return { problem: "not a JSON object" };
   }
+  const { id, email, username } = event as Record<string, unknown>;
+  if (typeof id === "string" && typeof email === "string" && typeof username === "string") {
+    return { event: event as UserEvent }; // checked without building a list: once per message
+  }
   const missing = ["id", "email", "username"].filter(
     (field) => typeof (event as Record<string, unknown>)[field] !== "string",
   );
-  if (missing.length > 0) return { problem: `missing or non-string fields: ${missing.join(", ")}` };
-  return { event: event as UserEvent };
+  return { problem: `missing or non-string fields: ${missing.join(", ")}` };
 }
 
 /** Publishes the message to the dead-letter topic with why and where it came from. */
@@ -869,7 +887,7 @@ export interface WorkQueueOptions<T> {
   concurrency: () => number;
   keyOrdering: boolean;
   run: (job: T) => Promise<void>;
-  onSettled?: () => void;
+  onSettled?: (job: T) => void;
 }
 
 /**
@@ -1011,10 +1029,9 @@ export class WorkQueue<T extends QueueItem> {
       const lane = this.#laneOf(job);
       if (lane !== undefined) (this.#lanes.get(lane) as { running: boolean }).running = true;
       this.#inFlight++;
-      this.#options
-        .run(job)
-        .catch(() => {}) // abandoned at shutdown: its offset stays uncommitted
-        .finally(() => this.#settle(job));
+      // Rejected: abandoned at shutdown, its offset stays uncommitted.
+      const settle = () => this.#settle(job);
+      this.#options.run(job).then(settle, settle);
     }
   }
 
@@ -1037,7 +1054,7 @@ export class WorkQueue<T extends QueueItem> {
     const waiters = this.#settledWaiters;
     this.#settledWaiters = [];
     for (const resolve of waiters) resolve();
-    this.#options.onSettled?.();
+    this.#options.onSettled?.(job);
   }
 }
 
