@@ -183,6 +183,7 @@ async function main() {
   const limit = new AdaptiveLimit(settings.CONCURRENCY);
   const api = new ApiHealth(settings.API_UNREACHABLE_MS);
   const shutdown = new AbortController(); // aborts waits and calls once the deadline passes
+  shutdown.signal.addEventListener("abort", () => abortOpenCalls(shutdown.signal.reason));
   const watermarks = new Watermarks(
     {
       messages: settings.HIGH_WATERMARK,
@@ -195,9 +196,11 @@ async function main() {
     concurrency: () => limit.current,
     keyOrdering: settings.KEY_ORDERING,
     run: (job) => handle(job),
-    onSettled: () => {
+    onSettled: (job) => {
       applyFlow();
-      checkEnd();
+      // STOP_AT_END: only a partition at its end can complete the set; check the set
+      // then, not after every message.
+      if (atEnd(job.partition)) checkEnd();
     },
   });
   let assigned = new Set<number>(); // partitions this member owns now
@@ -238,15 +241,18 @@ async function main() {
   };
 
   // 2. Process: at most `limit.current` calls run; each ends processed or dead-lettered.
+  const processing: ProcessContext = {
+    settings,
+    limit,
+    api,
+    stats,
+    signal: shutdown.signal,
+    // A call waiting to be retried gives its slot to the next message meanwhile.
+    waitToRetry: (ms) => queue.withoutSlot(sleep(ms, shutdown.signal)),
+  };
   const handle = async (job: Job) => {
     if (shutdown.signal.aborted) throw shutdown.signal.reason; // past the shutdown deadline
-    const outcome = await processMessage(job, {
-      settings,
-      limit,
-      api,
-      stats,
-      signal: shutdown.signal,
-    });
+    const outcome = await processMessage(job, processing);
     if (outcome.deadLetter) {
       await deadLetter(
         dlqProducer,
@@ -362,6 +368,9 @@ async function main() {
       ([partition, start]) =>
         Math.max(start, offsetOf(partition) ?? 0) >= (endAtStart.get(partition) ?? 0),
     );
+  const atEnd = (partition: number) =>
+    endAtStart !== undefined &&
+    (tracker.position(partition) ?? 0) >= (endAtStart.get(partition) ?? 0);
   const checkEnd = () => {
     if (stopping) return;
     if (reached((partition) => tracker.committed(partition))) {
@@ -512,6 +521,8 @@ interface ProcessContext {
   api: ApiHealth;
   stats: Stats;
   signal: AbortSignal;
+  /** waits `ms` before the next attempt, without holding a concurrency slot */
+  waitToRetry: (ms: number) => Promise<void>;
 }
 
 /**
@@ -521,7 +532,7 @@ interface ProcessContext {
  * this message will never be accepted: dead-letter at once.
  */
 async function processMessage(job: Job, context: ProcessContext): Promise<Outcome> {
-  const { settings, limit, api, stats, signal } = context;
+  const { settings, limit, api, stats, signal, waitToRetry } = context;
   const parsed = parseEvent(job.message.value);
   if ("problem" in parsed)
     return { deadLetter: { reason: parsed.problem, attempts: 0 }, malformed: true };
@@ -547,7 +558,7 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
         settings.RETRY_BASE_MS,
         settings.RETRY_MAX_MS,
       );
-      await sleep(wait, signal);
+      await waitToRetry(wait);
       continue;
     }
     if (answer.kind === "rejected") {
@@ -560,7 +571,7 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
       };
     }
     stats.retries++;
-    await sleep(backoffMs(failures, settings.RETRY_BASE_MS, settings.RETRY_MAX_MS), signal);
+    await waitToRetry(backoffMs(failures, settings.RETRY_BASE_MS, settings.RETRY_MAX_MS));
   }
 }
 
@@ -572,21 +583,29 @@ type Answer =
   | { kind: "rejected"; reason: string } // other 4xx: this message is the problem
   | { kind: "unreachable"; reason: string; retryAfterMs?: undefined }; // no HTTP answer at all
 
+/** The calls in flight, each with its own controller: a shutdown aborts them all. */
+const openCalls = new Set<AbortController>();
+
+function abortOpenCalls(reason: unknown) {
+  for (const call of openCalls) call.abort(reason);
+}
+
 async function callApi(
   url: string,
   body: Uint8Array<ArrayBuffer>,
   timeoutMs: number,
   shutdown: AbortSignal,
 ): Promise<Answer> {
-  // One controller per call, cleaned up when the call ends: a timer or a listener on
-  // the long-lived shutdown signal left behind per call would pile up with the calls.
+  // One controller per call, cleaned up when the call ends: a timer left behind per
+  // call would pile up with the calls. Shutdown aborts the open ones (openCalls): one
+  // listener in all is cheaper than one added and removed per call.
+  if (shutdown.aborted) throw shutdown.reason;
   const call = new AbortController();
   const timer = setTimeout(
     () => call.abort(new DOMException("timeout", "TimeoutError")),
     timeoutMs,
   );
-  const onShutdown = () => call.abort(shutdown.reason);
-  shutdown.addEventListener("abort", onShutdown, { once: true });
+  openCalls.add(call);
   let response: Response;
   let text: string;
   try {
@@ -607,7 +626,7 @@ async function callApi(
     };
   } finally {
     clearTimeout(timer);
-    shutdown.removeEventListener("abort", onShutdown);
+    openCalls.delete(call);
   }
   const status = response.status;
   if (response.ok) return { kind: "ok" };
@@ -641,11 +660,14 @@ export function parseEvent(value: Buffer | null): { event: UserEvent } | { probl
   if (typeof event !== "object" || event === null || Array.isArray(event)) {
     return { problem: "not a JSON object" };
   }
+  const { id, email, username } = event as Record<string, unknown>;
+  if (typeof id === "string" && typeof email === "string" && typeof username === "string") {
+    return { event: event as UserEvent }; // checked without building a list: once per message
+  }
   const missing = ["id", "email", "username"].filter(
     (field) => typeof (event as Record<string, unknown>)[field] !== "string",
   );
-  if (missing.length > 0) return { problem: `missing or non-string fields: ${missing.join(", ")}` };
-  return { event: event as UserEvent };
+  return { problem: `missing or non-string fields: ${missing.join(", ")}` };
 }
 
 /** Publishes the message to the dead-letter topic with why and where it came from. */
@@ -969,7 +991,7 @@ export interface WorkQueueOptions<T> {
   concurrency: () => number;
   keyOrdering: boolean;
   run: (job: T) => Promise<void>;
-  onSettled?: () => void;
+  onSettled?: (job: T) => void;
 }
 
 /**
@@ -977,7 +999,8 @@ export interface WorkQueueOptions<T> {
  * jobs that share a partition and key form a lane: one of them is ready or running,
  * the others wait behind it and run one after another, in the order they came; other
  * keys keep running concurrently. `bytes` counts every job from push until it settles,
- * so a cap on it bounds the messages held in memory, running ones included.
+ * so a cap on it bounds the messages held in memory, running ones included. A running
+ * job may wait without its slot (`withoutSlot`, for a retry's backoff), then come back.
  */
 export class WorkQueue<T extends QueueItem> {
   #ready: T[] = [];
@@ -986,6 +1009,8 @@ export class WorkQueue<T extends QueueItem> {
   #waiting = 0; // jobs waiting in lanes
   #bytes = 0;
   #inFlight = 0;
+  #retrying = 0; // running jobs waiting without a slot, or for one back
+  #returning: (() => void)[] = []; // of those, the ones whose wait is over
   #settledWaiters: (() => void)[] = [];
   readonly #options: WorkQueueOptions<T>;
 
@@ -993,9 +1018,14 @@ export class WorkQueue<T extends QueueItem> {
     this.#options = options;
   }
 
-  /** jobs not started yet */
+  /** jobs waiting for a slot: not started yet, or started and waiting to be retried */
   get queued(): number {
-    return this.#ready.length - this.#readyHead + this.#waiting;
+    return this.#ready.length - this.#readyHead + this.#waiting + this.#retrying;
+  }
+
+  /** started jobs waiting, without a slot, to be retried */
+  get retrying(): number {
+    return this.#retrying;
   }
 
   /** bytes of the jobs queued or running */
@@ -1045,6 +1075,30 @@ export class WorkQueue<T extends QueueItem> {
     return before - this.queued;
   }
 
+  /**
+   * Called by a running job: gives its slot to the next job while `wait` runs, then
+   * waits for a slot again, ahead of the jobs not started yet. Meanwhile the job is
+   * still held: counted in `queued` and `bytes`, its key's lane still blocked, and it
+   * settles only when its `run` ends. If `wait` rejects (shutdown), it is rethrown at
+   * once, and the job settles as a running one would.
+   */
+  async withoutSlot(wait: Promise<void>): Promise<void> {
+    this.#inFlight--;
+    this.#retrying++;
+    this.#pump();
+    try {
+      await wait;
+    } catch (error) {
+      this.#retrying--;
+      this.#inFlight++;
+      throw error;
+    }
+    await new Promise<void>((resolve) => {
+      this.#returning.push(resolve);
+      this.#pump();
+    });
+  }
+
   /** Resolves the next time a job settles. */
   settled(): Promise<void> {
     return new Promise((resolve) => this.#settledWaiters.push(resolve));
@@ -1062,7 +1116,15 @@ export class WorkQueue<T extends QueueItem> {
   }
 
   #pump(): void {
-    while (this.#inFlight < this.#options.concurrency() && this.#readyHead < this.#ready.length) {
+    while (this.#inFlight < this.#options.concurrency()) {
+      const back = this.#returning.shift(); // a job back from its wait goes first
+      if (back) {
+        this.#retrying--;
+        this.#inFlight++;
+        back();
+        continue;
+      }
+      if (this.#readyHead >= this.#ready.length) return;
       const job = this.#ready[this.#readyHead] as T;
       // Let go of the started job here: until compaction, the array would keep every
       // started message (and its bytes) alive, unseen by the byte cap.
@@ -1074,10 +1136,9 @@ export class WorkQueue<T extends QueueItem> {
       const lane = this.#laneOf(job);
       if (lane !== undefined) (this.#lanes.get(lane) as { running: boolean }).running = true;
       this.#inFlight++;
-      this.#options
-        .run(job)
-        .catch(() => {}) // abandoned at shutdown: its offset stays uncommitted
-        .finally(() => this.#settle(job));
+      // Rejected: abandoned at shutdown, its offset stays uncommitted.
+      const settle = () => this.#settle(job);
+      this.#options.run(job).then(settle, settle);
     }
   }
 
@@ -1100,7 +1161,7 @@ export class WorkQueue<T extends QueueItem> {
     const waiters = this.#settledWaiters;
     this.#settledWaiters = [];
     for (const resolve of waiters) resolve();
-    this.#options.onSettled?.();
+    this.#options.onSettled?.(job);
   }
 }
 

@@ -13,7 +13,8 @@
  * Endpoints: POST /users, GET /stats, GET /ids (in the order they first arrived),
  * GET /succeeded (ids in the order they were answered 201, to check ordering), GET
  * /latency (end-to-end latency percentiles, from each event's createdAt), GET /timeline
- * (successes per second), POST /reset, GET /health.
+ * (successes per second), GET /failing (each FAIL_IDS answer: when, and how many
+ * successes came before it), POST /reset, GET /health.
  */
 import { serve as serveOnNode } from "@hono/node-server";
 import { Hono } from "hono";
@@ -36,6 +37,12 @@ const settingsShape = {
   ),
   RETRY_AFTER_S: wholeNumber(1, 0, 3_600, "Retry-After seconds sent with a 429"),
   RESPONSE_BYTES: wholeNumber(64, 0, 10_000_000, "size of the JSON body of a successful answer"),
+  FAIL_IDS: z
+    .string()
+    .default("")
+    .describe(
+      "comma-separated ids always answered 500 after the latency (messages that keep failing)",
+    ),
 };
 
 type Settings = z.infer<z.ZodObject<typeof settingsShape>>;
@@ -77,6 +84,8 @@ export function createApp(settings: Settings) {
   let latenciesMs: number[] = []; // created → answered, per successful call
   let timeline: number[] = []; // successes per second since the last reset
   let since = Date.now();
+  let failing: { id: string; at: number; succeededBefore: number }[] = []; // FAIL_IDS answers
+  const failIds = new Set(settings.FAIL_IDS.split(",").filter((id) => id !== ""));
   const padding = "x".repeat(settings.RESPONSE_BYTES);
   const app = new Hono();
 
@@ -106,6 +115,11 @@ export function createApp(settings: Settings) {
       } else {
         await delay(settings.LATENCY_MS + Math.random() * settings.JITTER_MS);
       }
+      if (failIds.has(id)) {
+        counted.failed++;
+        failing.push({ id, at: Date.now(), succeededBefore: counted.succeeded });
+        return c.json({ error: "this id always fails" }, 500);
+      }
       if (Math.random() < settings.ERROR_RATE) {
         counted.failed++;
         return c.json({ error: "injected failure" }, 500);
@@ -129,8 +143,10 @@ export function createApp(settings: Settings) {
   app.get("/succeeded", (c) => c.json({ ids: succeededIds }));
   app.get("/latency", (c) => c.json(percentiles(latenciesMs)));
   app.get("/timeline", (c) => c.json({ perSecond: Array.from(timeline, (n) => n ?? 0) }));
+  app.get("/failing", (c) => c.json({ answers: failing }));
   app.post("/reset", (c) => {
     stats = emptyStats();
+    failing = [];
     seenIds = new Set();
     succeededIds = [];
     latenciesMs = [];

@@ -1,7 +1,8 @@
 /**
  * bench/raw-speed.ts: how fast KafkaJS moves messages on each runtime, against kcat
  * (librdkafka's command-line client, in C) on the same broker and topic, as ratios:
- * messages/s of each runtime ÷ kcat's. No API calls: producer.ts and consumer-fast.ts.
+ * messages/s of each runtime ÷ kcat's. No API calls: producer.ts and consumer-fast.ts,
+ * and for consuming also @platformatic/kafka (bench/platformatic-count.ts) on each runtime.
  *
  *   node bench/raw-speed.ts                          (Bun, Deno and Node; about 2 minutes)
  *   node bench/raw-speed.ts --runtimes=node --messages=20000
@@ -23,7 +24,7 @@
  * (`apt-get install -y kcat`); without it, says so and exits 1.
  */
 import { spawnSync } from "node:child_process";
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -50,6 +51,12 @@ import {
   runtimeList,
   runtimeVersions,
 } from "./harness.ts";
+
+const platformaticVersion: string = (
+  JSON.parse(
+    readFileSync(join(projectRoot, "node_modules/@platformatic/kafka/package.json"), "utf8"),
+  ) as { version: string }
+).version;
 
 const INSTALL_KCAT =
   "kcat is not installed. Install it: apt-get install -y kcat (Debian, Ubuntu), brew install kcat (macOS).";
@@ -155,6 +162,27 @@ async function main() {
       consumed.push(measurement(runtime, total, run));
       log(`  consume ${runtime}: ${fmt(consumed.at(-1)?.ratePerSec)} msg/s`);
     }
+    // The same, counting only, with @platformatic/kafka instead of KafkaJS.
+    for (const runtime of runtimes) {
+      const run = await timed(
+        startScript(runtime, "bench/platformatic-count.ts", {
+          env: {
+            KAFKA_BROKERS: brokers,
+            KAFKA_TOPIC: topic,
+            KAFKA_GROUP_ID: `${topic}-platformatic-${runtime}`,
+            EXPECTED: String(total),
+          },
+        }),
+        new RegExp(`"type":"status".*"processed":${total}[,}]`),
+      );
+      if (run.code !== 0 || run.summary?.processed !== total) {
+        failures.push(
+          `bench/platformatic-count.ts on ${runtime}: exit ${run.code}, processed ${String(run.summary?.processed)} of ${total}\n${run.stderr.slice(-1_000)}`,
+        );
+      }
+      consumed.push(measurement(`platformatic-${runtime}`, total, run));
+      log(`  consume platformatic on ${runtime}: ${fmt(consumed.at(-1)?.ratePerSec)} msg/s`);
+    }
     // Only offsets are printed, so the pipe carries little; kcat still fetches every message.
     const kcatConsume = await timed(
       startCommand("kcat", [
@@ -205,11 +233,17 @@ async function main() {
     const row = (tool: string) => {
       const p = produced.find((m) => m.tool === tool);
       const c = consumed.find((m) => m.tool === tool);
-      const name = tool === "kcat" ? kcatVersion : `${tool} ${versions[tool as Runtime]}`;
+      const runtime = tool.replace(/^platformatic-/, "") as Runtime;
+      const name =
+        tool === "kcat"
+          ? kcatVersion
+          : tool.startsWith("platformatic-")
+            ? `@platformatic/kafka ${platformaticVersion} on ${runtime} ${versions[runtime]}`
+            : `${tool} ${versions[runtime]}`;
       return [
         name,
-        fmt(p?.ratePerSec),
-        ratio(p?.ratePerSec ?? 0, kcatRate(produced)),
+        p ? fmt(p.ratePerSec) : "-",
+        p ? ratio(p.ratePerSec, kcatRate(produced)) : "-",
         fmt(c?.ratePerSec),
         ratio(c?.ratePerSec ?? 0, kcatRate(consumed)),
         fmt(c?.peakRssMb),
@@ -221,12 +255,12 @@ async function main() {
       `Written by \`node bench/raw-speed.ts\`${quick ? " (QUICK mode: a smoke test, not a measurement)" : ""} on ${at.toISOString()}, in ${fmt(report.totalS)} s.`,
       "",
       `- Machine: ${describeMachine(host)}; the broker (${broker.source}) runs on it too.`,
-      `- One topic, ${partitions} partitions, events of ${fmt(payloadBytes)} bytes. Produce: ${fmt(messages)} events each from producer.ts (KafkaJS, acks all, batches of up to 500 events or 256 KB, 8 requests in flight) and from \`kcat -P -K '\\t' -l <file>\` (librdkafka defaults, acks all). Consume: the whole topic (${fmt(total)} messages) with consumer-fast.ts (KafkaJS consumer group, counting only) and with \`kcat -C -o beginning -e -q -f '%o\\n'\` (no group).`,
+      `- One topic, ${partitions} partitions, events of ${fmt(payloadBytes)} bytes. Produce: ${fmt(messages)} events each from producer.ts (KafkaJS, acks all, batches of up to 500 events or 256 KB, 8 requests in flight) and from \`kcat -P -K '\\t' -l <file>\` (librdkafka defaults, acks all). Consume: the whole topic (${fmt(total)} messages) with consumer-fast.ts (KafkaJS consumer group, counting only), with bench/platformatic-count.ts (@platformatic/kafka consumer group, counting only; consume only, its producer is not measured) and with \`kcat -C -o beginning -e -q -f '%o\\n'\` (no group).`,
       "- Rates are messages ÷ wall time from process start until done, start-up and connecting included for every tool alike: for kcat until it exits; for the scripts until the line that says they are done (the producer's summary, consumer-fast's status line at the end of the topic), so a KafkaJS consumer's leaving the group, which waits out a fetch in progress (maxWaitTimeInMs, 5 s by default), is left out. The ratio is the runtime's rate ÷ kcat's (1 = as fast as kcat).",
       "",
       markdownTable(
         ["client", "produce msg/s", "÷ kcat", "consume msg/s", "÷ kcat", "consumer peak RSS MB"],
-        [...runtimes, "kcat"].map(row),
+        [...runtimes, ...runtimes.map((r) => `platformatic-${r}`), "kcat"].map(row),
         ["l", "r", "r", "r", "r", "r"],
       ),
       "",

@@ -43,6 +43,14 @@ export interface StrategySpec {
 
 export const strategies: StrategySpec[] = [
   {
+    id: "fetch-loop",
+    short: "0 fetch loop",
+    label: "0. bare fetch loop, no Kafka (the HTTP ceiling)",
+    script: "bench/fetch-loop.ts",
+    bound: "concurrency",
+    capped: false,
+  },
+  {
     id: "each-message",
     short: "1 eachMessage",
     label: "1. eachMessage, awaited (KafkaJS default)",
@@ -90,9 +98,29 @@ export const strategies: StrategySpec[] = [
     bound: "none",
     capped: false,
   },
+  {
+    id: "platformatic",
+    short: "7 platformatic",
+    label: "7. @platformatic/kafka stream, CONCURRENCY at once",
+    script: "bench/strategies/platformatic.ts",
+    bound: "concurrency",
+    capped: false,
+  },
 ];
 
+/**
+ * The regimes the tables compare, as defaults for the options below: a slow healthy
+ * API (where every good strategy ties), a fast one (where the consumer's own costs
+ * show), and large messages (where memory does).
+ */
+const regimes = {
+  slow: { latencyMs: 190, jitterMs: 20, concurrency: 200, payloadBytes: 1_024 },
+  fast: { latencyMs: 5, jitterMs: 0, concurrency: 100, payloadBytes: 1_024 },
+  large: { latencyMs: 190, jitterMs: 20, concurrency: 200, payloadBytes: 65_536 },
+} as const;
+
 interface Settings {
+  regime: keyof typeof regimes;
   backlogs: number[];
   runtime: Runtime;
   latencyMs: number;
@@ -166,6 +194,9 @@ interface BacklogResult {
   /** consumer-solved.ts's steady rate over its limit, and solved ÷ original */
   solvedSteadyShare: number | null;
   solvedOverOriginal: { rate: number | null; steady: number | null; drain: number | null };
+  /** steady rates: solved ÷ the bare fetch loop, and @platformatic/kafka ÷ solved */
+  solvedOverFetchLoop: number | null;
+  platformaticOverSolved: number | null;
 }
 
 function readSettings(): Settings {
@@ -187,14 +218,21 @@ function readSettings(): Settings {
     return n;
   });
   const [runtime] = runtimeList([option("RUNTIME", "bun")]);
+  const regime = option("REGIME", "slow");
+  if (!(regime in regimes)) {
+    console.error(`REGIME: unknown "${regime}"; known: ${Object.keys(regimes).join(", ")}`);
+    process.exit(2);
+  }
+  const preset = regimes[regime as keyof typeof regimes];
   return {
+    regime: regime as keyof typeof regimes,
     backlogs,
     runtime: runtime ?? "bun",
-    latencyMs: numberOption("LATENCY_MS", quick ? 20 : 190),
-    jitterMs: numberOption("JITTER_MS", quick ? 5 : 20),
-    concurrency: numberOption("CONCURRENCY", quick ? 20 : 200),
+    latencyMs: numberOption("LATENCY_MS", quick ? 20 : preset.latencyMs),
+    jitterMs: numberOption("JITTER_MS", quick ? 5 : preset.jitterMs),
+    concurrency: numberOption("CONCURRENCY", quick ? 20 : preset.concurrency),
     partitions: numberOption("PARTITIONS", 3),
-    payloadBytes: numberOption("PAYLOAD_BYTES", 1_024),
+    payloadBytes: numberOption("PAYLOAD_BYTES", preset.payloadBytes),
     memoryLimitMb: numberOption("MEMORY_LIMIT_MB", 256),
     capS: numberOption("CAP_S", quick ? 3 : 20),
     strategies: chosen,
@@ -315,6 +353,7 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
       KAFKA_GROUP_ID: groupId,
       API_URL: api.usersUrl,
       CONCURRENCY: String(settings.concurrency),
+      MESSAGES: String(messages), // for the fetch loop, which has no topic
       MEMORY_LIMIT_MB: String(settings.memoryLimitMb),
       STOP_AT_END: "true",
       STATUS_INTERVAL_MS: "1000",
@@ -492,6 +531,8 @@ function summarise(
 ): BacklogResult {
   const solved = runs.find((r) => r.strategy === "solved");
   const original = runs.find((r) => r.strategy === "original-queue");
+  const loop = runs.find((r) => r.strategy === "fetch-loop");
+  const platformatic = runs.find((r) => r.strategy === "platformatic");
   const ratio = (a: number | null | undefined, b: number | null | undefined) =>
     a === null || a === undefined || b === null || b === undefined || b === 0 ? null : a / b;
   return {
@@ -506,6 +547,8 @@ function summarise(
       // time to drain: original ÷ solved, so above 1 means the solved one is faster
       drain: ratio(original?.drainS, solved?.drainS),
     },
+    solvedOverFetchLoop: ratio(solved?.steadyPerSec, loop?.steadyPerSec),
+    platformaticOverSolved: ratio(platformatic?.steadyPerSec, solved?.steadyPerSec),
   };
 }
 
@@ -605,8 +648,8 @@ function markdown(
     "",
     `- Machine: ${describeMachine(meta.host)}; the broker, the mock API and the consumer share it.`,
     `- Runtimes: consumers on **${settings.runtime}** (bun ${meta.versions.bun}, deno ${meta.versions.deno}, node ${meta.versions.node}); mock API on bun; producer on node; KafkaJS 2.2.4; Apache Kafka on the JVM (one node) unless KAFKA_BROKERS said otherwise.`,
-    `- API latency ${settings.latencyMs} ms + 0..${settings.jitterMs} ms jitter (mean ${fmt(meanLatencyS(settings) * 1_000)} ms); CONCURRENCY ${settings.concurrency}; ${settings.partitions} partitions; events of ${fmt(settings.payloadBytes)} bytes; MEMORY_LIMIT_MB ${settings.memoryLimitMb} for every consumer${settings.runtime === "bun" ? "" : " (with the V8 heap flags a pod of that size gives: scripts/runtimes.ts podHeapEnv)"}.`,
-    `- Theoretical limit: calls in flight at most ÷ mean latency = ${fmt(limitPerSec("concurrency", settings))} msg/s for strategies 3 to 6 (6 has no bound of its own; its share is against the same figure). Strategy 2 is bound by its ${settings.partitions} partitions (${fmt(limitPerSec("partitions", settings), 1)} msg/s) and strategy 1 by one call at a time (${fmt(limitPerSec("one call", settings), 1)} msg/s): KafkaJS runs one fetcher per broker and hands the batches of a fetch to partitionsConsumedConcurrently workers (1 by default), so on one broker strategy 1 has one call in flight in all, not one per partition.`,
+    `- Regime **${settings.regime}** (REGIME: slow, fast or large): API latency ${settings.latencyMs} ms + 0..${settings.jitterMs} ms jitter (mean ${fmt(meanLatencyS(settings) * 1_000)} ms); CONCURRENCY ${settings.concurrency}; ${settings.partitions} partitions; events of ${fmt(settings.payloadBytes)} bytes; MEMORY_LIMIT_MB ${settings.memoryLimitMb} for every consumer${settings.runtime === "bun" ? "" : " (with the V8 heap flags a pod of that size gives: scripts/runtimes.ts podHeapEnv)"}.`,
+    `- Theoretical limit: calls in flight at most ÷ mean latency = ${fmt(limitPerSec("concurrency", settings))} msg/s for strategies 0 and 3 to 7 (6 has no bound of its own; its share is against the same figure). Strategy 0 is no consumer: CONCURRENCY fetch calls in a loop, no Kafka, the most HTTP allows on this runtime; strategy 7 is @platformatic/kafka's stream consumer (autocommit of what it handed over, like 3), the same work per message. Strategy 2 is bound by its ${settings.partitions} partitions (${fmt(limitPerSec("partitions", settings), 1)} msg/s) and strategy 1 by one call at a time (${fmt(limitPerSec("one call", settings), 1)} msg/s): KafkaJS runs one fetcher per broker and hands the batches of a fetch to partitionsConsumedConcurrently workers (1 by default), so on one broker strategy 1 has one call in flight in all, not one per partition.`,
     `- **Strategies 1 and 2 are capped**: stopped (SIGTERM) ${settings.capS} s after their first success; their rate is over that window, and they do not drain the backlog.`,
     "",
     "Columns: *msg/s* is messages processed ÷ the time from the first API success to the last (or to the cap, or to the death); *steady* is the mean of the API's per-second successes in the middle of the run (a fifth cut at each end); *peak RSS* is read from /proc/<pid>/status from outside (VmHWM); *time to drain* is from process start until the API had answered the last message (start-up and group join included; the exit that follows is not); *latency* is the API's end-to-end latency (answered − the event's createdAt) minus the backlog's age when the run started, i.e. as if the consumer had started the moment the backlog was written; it still includes each event's age when production ended (up to the production time given under each backlog's title; raw figures in the JSON). For capped runs, *time to drain* is the backlog ÷ their rate, an estimate.",
@@ -648,7 +691,7 @@ function markdown(
         ["l", "r", "r", "r", "r", "r", "r", "r", "r", "l"],
       ),
       "",
-      `consumer-solved.ts in steady state: ${pct(result.solvedSteadyShare)} of its limit. Solved ÷ original: ${ratioText(result.solvedOverOriginal.rate)} the throughput over the run, ${ratioText(result.solvedOverOriginal.steady)} in steady state, ${ratioText(result.solvedOverOriginal.drain)} as fast to drain.`,
+      `consumer-solved.ts in steady state: ${pct(result.solvedSteadyShare)} of its limit. Solved ÷ original: ${ratioText(result.solvedOverOriginal.rate)} the throughput over the run, ${ratioText(result.solvedOverOriginal.steady)} in steady state, ${ratioText(result.solvedOverOriginal.drain)} as fast to drain. In steady state, solved ÷ the bare fetch loop: ${ratioText(result.solvedOverFetchLoop)}; @platformatic/kafka ÷ solved: ${ratioText(result.platformaticOverSolved)}.`,
       "",
     );
   }

@@ -21,7 +21,7 @@ import {
   wholeNumber,
 } from "../../consumer-solved.ts";
 
-const settingsShape = {
+export const settingsShape = {
   KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),
   KAFKA_TOPIC: text("CREATE_USER", "topic to consume"),
   KAFKA_GROUP_ID: z
@@ -52,18 +52,22 @@ export type Settings = z.infer<z.ZodObject<typeof settingsShape>>;
 
 export const EXIT_MEMORY_LIMIT = 3;
 
-export interface Strategy {
+/** What every strategy shares, whatever its Kafka client: the per-message work and the report. */
+export interface Counting {
   settings: Settings;
-  kafka: Kafka;
-  consumer: Consumer;
-  topic: string;
-  /** partitions of the topic */
-  partitions: number;
   /** Parses the event, POSTs it and reads the answer; counts it; stops at the end. */
   handle(value: Buffer | null): Promise<void>;
   /** Figures the strategy adds to its status lines and summary (queued, paused…). */
   describe: () => Record<string, unknown>;
   finish(reason: string, exitCode: number): Promise<void>;
+}
+
+export interface Strategy extends Counting {
+  kafka: Kafka;
+  consumer: Consumer;
+  topic: string;
+  /** partitions of the topic */
+  partitions: number;
 }
 
 /** Settings, Kafka connection, counters, memory ceiling and signals for one strategy. */
@@ -87,12 +91,30 @@ export async function startStrategy(
     maxWaitTimeInMs: settings.FETCH_MAX_WAIT_MS,
     ...consumerConfig,
   });
+  const { expected, partitions } = await connect(kafka, consumer, groupId, settings);
+  const counting = startCounting(name, settings, expected, () => consumer.disconnect(), started);
+  consumer.on(consumer.events.CRASH, ({ payload }) => {
+    if (!payload.restart)
+      void counting.finish(`Kafka consumer crashed: ${payload.error.message}`, 1);
+  });
+  return Object.assign(counting, { kafka, consumer, topic, partitions });
+}
+
+/**
+ * Counts, status lines, the summary, the memory ceiling and signals, for a strategy
+ * that has `expected` messages to handle (STOP_AT_END) and leaves Kafka with `disconnect`.
+ */
+export function startCounting(
+  name: string,
+  settings: Settings,
+  expected: number | undefined,
+  disconnect: () => Promise<void>,
+  started = performance.now(),
+): Counting {
   const counts = { processed: 0, failed: 0, malformed: 0, inFlight: 0 };
   let firstError: string | undefined;
   let finishing = false;
   const memory = { rssMb: 0, heapMb: 0, peakRssMb: 0, peakHeapMb: 0 };
-
-  const { expected, partitions } = await connect(kafka, consumer, groupId, settings);
 
   const rates = () => {
     const seconds = (performance.now() - started) / 1_000;
@@ -127,12 +149,8 @@ export async function startStrategy(
   const caughtUp = () =>
     expected !== undefined && counts.processed + counts.failed + counts.malformed >= expected;
 
-  const strategy: Strategy = {
+  const strategy: Counting = {
     settings,
-    kafka,
-    consumer,
-    topic,
-    partitions,
     describe: () => ({}),
     async handle(value) {
       const parsed = parseEvent(value);
@@ -187,7 +205,7 @@ export async function startStrategy(
       );
       // At the ceiling a pod is killed, not asked to leave its group.
       if (exitCode !== EXIT_MEMORY_LIMIT) {
-        await Promise.race([consumer.disconnect().catch(() => {}), sleep(5_000)]);
+        await Promise.race([disconnect().catch(() => {}), sleep(5_000)]);
       }
       process.exit(exitCode);
     },
@@ -200,10 +218,6 @@ export async function startStrategy(
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.once(signal, () => void strategy.finish(`stopped by ${signal}`, 0));
   }
-  consumer.on(consumer.events.CRASH, ({ payload }) => {
-    if (!payload.restart)
-      void strategy.finish(`Kafka consumer crashed: ${payload.error.message}`, 1);
-  });
   return strategy;
 }
 

@@ -56,7 +56,7 @@ it("bench/strategies.ts (QUICK) runs every strategy and writes JSON, Markdown an
   }
 }, 300_000);
 
-it("bench/raw-speed.ts (QUICK) compares a runtime with kcat and writes JSON and Markdown", async () => {
+it("bench/raw-speed.ts (QUICK) compares a runtime, KafkaJS and @platformatic/kafka, with kcat and writes JSON and Markdown", async () => {
   const kcat = spawnSync("kcat", ["-V"]);
   if (kcat.error || kcat.status !== 0) {
     throw new Error(
@@ -74,9 +74,10 @@ it("bench/raw-speed.ts (QUICK) compares a runtime with kcat and writes JSON and 
     "raw-speed",
   );
   expect(report.produced.map((m) => m.tool)).toEqual(["node", "kcat"]);
-  expect(report.consumed.map((m) => m.tool)).toEqual(["node", "kcat"]);
+  expect(report.consumed.map((m) => m.tool)).toEqual(["node", "platformatic-node", "kcat"]);
   const markdown = readFileSync(join(dir, "raw-speed.md"), "utf8");
   expect(markdown).toMatch(/^\| node \S+ \|/m);
+  expect(markdown).toMatch(/^\| @platformatic\/kafka \S+ on node \S+ \|/m);
   expect(markdown).toMatch(/^\| kcat \S+/m);
 }, 180_000);
 

@@ -350,6 +350,144 @@ describe("WorkQueue", () => {
   });
 });
 
+/**
+ * A queue whose jobs the test steers: `wait(id)` makes a running job wait without its
+ * slot until `waitOver(id)`; `finish(id)` ends it; `attempts` lists starts and
+ * returns, in order ("0", then "0 again" after its wait).
+ */
+function retryingQueue(concurrency: number, keyOrdering = false) {
+  const attempts: string[] = [];
+  const steps = new Map<number, (step: "wait" | "finish") => void>();
+  const waits = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
+  let limit = concurrency;
+  const queue = new WorkQueue<TestJob>({
+    concurrency: () => limit,
+    keyOrdering,
+    run: async (job) => {
+      attempts.push(String(job.id));
+      for (;;) {
+        const step = await new Promise<"wait" | "finish">((resolve) => steps.set(job.id, resolve));
+        if (step === "finish") return;
+        const wait = new Promise<void>((resolve, reject) => waits.set(job.id, { resolve, reject }));
+        await queue.withoutSlot(wait);
+        attempts.push(`${job.id} again`);
+      }
+    },
+  });
+  const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
+  const step = async (id: number, what: "wait" | "finish") => {
+    const next = steps.get(id);
+    if (!next) throw new Error(`job ${id} is not running`);
+    steps.delete(id);
+    next(what);
+    await tick();
+  };
+  return {
+    queue,
+    attempts,
+    wait: (id: number) => step(id, "wait"),
+    finish: (id: number) => step(id, "finish"),
+    waitOver: async (id: number) => {
+      waits.get(id)?.resolve();
+      waits.delete(id);
+      await tick();
+    },
+    abortWait: async (id: number) => {
+      waits.get(id)?.reject(new Error("shutdown"));
+      waits.delete(id);
+      await tick();
+    },
+    setLimit: (n: number) => {
+      limit = n;
+    },
+  };
+}
+
+describe("WorkQueue: a job waiting to be retried", () => {
+  it("gives its slot to the next job while it waits, and stays held meanwhile", async () => {
+    const q = retryingQueue(1);
+    for (let id = 0; id < 3; id++) q.queue.push(job(id, 0, null, 100));
+    await q.wait(0);
+    expect(q.attempts).toEqual(["0", "1"]); // job 1 took the slot at once
+    expect(q.queue.inFlight).toBe(1);
+    expect(q.queue.retrying).toBe(1);
+    expect(q.queue.queued).toBe(2); // job 2, and job 0 waiting: counted for the watermarks
+    expect(q.queue.bytes).toBe(300); // and for the byte cap
+  });
+
+  it("comes back ahead of the jobs not started yet, once a slot is free", async () => {
+    const q = retryingQueue(1);
+    for (let id = 0; id < 3; id++) q.queue.push(job(id));
+    await q.wait(0);
+    await q.waitOver(0);
+    expect(q.attempts).toEqual(["0", "1"]); // its wait is over, but the slot is job 1's
+    expect(q.queue.inFlight).toBe(1);
+    await q.finish(1);
+    expect(q.attempts).toEqual(["0", "1", "0 again"]);
+    expect(q.queue.retrying).toBe(0);
+    await q.finish(0);
+    expect(q.attempts).toEqual(["0", "1", "0 again", "2"]);
+  });
+
+  it("comes back only under the current limit", async () => {
+    const q = retryingQueue(2);
+    for (let id = 0; id < 4; id++) q.queue.push(job(id));
+    await q.wait(0); // job 2 starts
+    q.setLimit(1);
+    await q.waitOver(0);
+    await q.finish(1);
+    expect(q.queue.inFlight).toBe(1); // job 2 alone: still at the limit
+    expect(q.attempts).toEqual(["0", "1", "2"]);
+    await q.finish(2);
+    expect(q.attempts).toEqual(["0", "1", "2", "0 again"]);
+  });
+
+  it("keeps its key's lane blocked: the next job of that key waits, other keys run", async () => {
+    const q = retryingQueue(2, true);
+    q.queue.push(job(0, 0, "a"));
+    q.queue.push(job(1, 0, "a"));
+    q.queue.push(job(2, 0, "b"));
+    q.queue.push(job(3, 0, "c"));
+    await q.wait(0);
+    expect(q.attempts).toEqual(["0", "2", "3"]); // not job 1: it stays behind job 0
+    await q.waitOver(0);
+    await q.finish(2);
+    await q.finish(0);
+    expect(q.attempts).toEqual(["0", "2", "3", "0 again", "1"]);
+  });
+
+  it("settles only when its run ends: drained() waits for it, its bytes are held until then", async () => {
+    const q = retryingQueue(1);
+    q.queue.push(job(0, 0, null, 100));
+    let drained = false;
+    const done = q.queue.drained().then(() => {
+      drained = true;
+    });
+    await q.wait(0);
+    expect(q.queue.inFlight).toBe(0);
+    expect(drained).toBe(false);
+    await q.waitOver(0);
+    expect(drained).toBe(false);
+    expect(q.queue.bytes).toBe(100);
+    await q.finish(0);
+    await done;
+    expect(q.queue.bytes).toBe(0);
+  });
+
+  it("settles at once when its wait is aborted (shutdown), and the counts come back to zero", async () => {
+    const q = retryingQueue(1);
+    q.queue.push(job(0));
+    q.queue.push(job(1));
+    await q.wait(0);
+    await q.abortWait(0);
+    expect(q.queue.retrying).toBe(0);
+    expect(q.queue.inFlight).toBe(1); // job 1 only
+    expect(q.queue.queued).toBe(0);
+    await q.finish(1);
+    expect(q.queue.inFlight + q.queue.queued + q.queue.bytes).toBe(0);
+  });
+});
+
 describe("AdaptiveLimit", () => {
   it("halves on overload, once per round, and climbs back by about one per round", () => {
     const limit = new AdaptiveLimit(32);
