@@ -24,6 +24,7 @@
  * the consumer itself runs only when this file is the program.
  */
 
+import { Buffer } from "node:buffer";
 import v8 from "node:v8";
 import { Kafka, type KafkaMessage, logLevel, Partitioners } from "kafkajs";
 import { z } from "zod";
@@ -730,6 +731,9 @@ interface PartitionOffsets {
   /** the next offset to commit: everything below it is processed */
   position: number | undefined;
   committed: number | undefined;
+  /** bumped on each completion; `sentVersion`: the one whose done offsets were last committed */
+  version: number;
+  sentVersion: number;
 }
 
 /**
@@ -741,6 +745,8 @@ interface PartitionOffsets {
 export class OffsetTracker {
   #partitions = new Map<number, PartitionOffsets>();
   #nextEpoch = 1;
+  /** offsets the previous owner had done above its commit (from the commit metadata) */
+  #skips = new Map<number, OffsetRun[]>();
   /** taken and not yet committable, over all partitions */
   uncommitted = 0;
 
@@ -756,6 +762,8 @@ export class OffsetTracker {
         first: offset,
         position: undefined,
         committed: undefined,
+        version: 0,
+        sentVersion: 0,
       };
       this.#partitions.set(partition, state);
     }
@@ -774,6 +782,7 @@ export class OffsetTracker {
   complete(partition: number, offset: number, epoch: number): void {
     const state = this.#partitions.get(partition);
     if (!state || state.epoch !== epoch) return;
+    state.version++;
     if (offset === state.taken[state.head]) {
       // The oldest unfinished one, the common case: no need to park it in the set.
       state.position = offset + 1;
@@ -799,15 +808,69 @@ export class OffsetTracker {
     }
   }
 
-  /** Offsets to commit now: partitions whose processed prefix moved past the last commit. */
-  committable(): { partition: number; offset: number }[] {
-    const result: { partition: number; offset: number }[] = [];
+  /**
+   * Offsets to commit now: partitions whose processed prefix moved past the last commit.
+   * `withDone`: also those where more finished behind an unfinished one, each with the
+   * offsets done at or above the one to commit (`done`, as runs) and the `version` to
+   * pass to `markSent` once committed.
+   */
+  committable(withDone = false): {
+    partition: number;
+    offset: number;
+    done?: OffsetRun[];
+    version?: number;
+  }[] {
+    const result: { partition: number; offset: number; done?: OffsetRun[]; version?: number }[] =
+      [];
     for (const [partition, state] of this.#partitions) {
-      if (state.position !== undefined && state.position !== state.committed) {
-        result.push({ partition, offset: state.position });
+      const moved = state.position !== undefined && state.position !== state.committed;
+      if (withDone && (moved || state.version !== state.sentVersion)) {
+        // Nothing processed in order yet: the first offset taken is still safe to commit.
+        const offset = state.position ?? state.first;
+        const finished = toRuns([...state.finished].sort((a, b) => a - b));
+        const skips = this.#skips.get(partition) ?? [];
+        const done = mergeRuns(finished, skips, offset);
+        if ((skips.at(-1)?.[1] ?? 0) <= offset) this.#skips.delete(partition);
+        result.push({ partition, offset, done, version: state.version });
+      } else if (moved) {
+        result.push({ partition, offset: state.position as number });
       }
     }
     return result;
+  }
+
+  /** The done offsets of `version` (from `committable(true)`) are committed. */
+  markSent(partition: number, version: number): void {
+    const state = this.#partitions.get(partition);
+    if (state) state.sentVersion = version;
+  }
+
+  /** Offsets the partition's previous owner had done above its commit, to `skip`. */
+  preload(partition: number, runs: OffsetRun[]): void {
+    if (runs.length > 0) this.#skips.set(partition, runs);
+    else this.#skips.delete(partition);
+  }
+
+  /**
+   * Whether the previous owner had done this offset. If so it is taken and completed at
+   * once: it counts for the contiguous commit without being processed again.
+   */
+  skip(partition: number, offset: number): boolean {
+    const runs = this.#skips.get(partition);
+    if (!runs) return false;
+    let low = 0;
+    let high = runs.length;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if ((runs[middle] as OffsetRun)[1] <= offset) low = middle + 1;
+      else high = middle;
+    }
+    const run = runs[low];
+    if (!run || offset < run[0]) return false;
+    const epoch = this.track(partition, offset);
+    if (epoch === undefined) return false;
+    this.complete(partition, offset, epoch);
+    return true;
   }
 
   /**
@@ -847,11 +910,146 @@ export class OffsetTracker {
 
   /** Forgets a partition we no longer own; its later completions are ignored. */
   revoke(partition: number): void {
+    this.#skips.delete(partition);
     const state = this.#partitions.get(partition);
     if (!state) return;
     this.uncommitted -= state.taken.length - state.head;
     this.#partitions.delete(partition);
   }
+}
+
+/** Offsets from `start` up to, not including, `end`. */
+export type OffsetRun = [start: number, end: number];
+
+/** The broker's default offset.metadata.max.bytes: it refuses longer commit metadata. */
+export const OFFSET_METADATA_MAX_BYTES = 4_096;
+const DONE_PREFIX = "kbp:v"; // ours, then the format version
+const DONE_VERSION = 1;
+
+/**
+ * The commit metadata that lists which offsets at or above `base` (the committed
+ * offset) are already done, so whoever owns the partition next can skip them:
+ * "kbp:v1:<base>:r:<gap>,<length>,…" (runs, base 36, each gap from the end of the run
+ * before) or "kbp:v1:<base>:b:<bitmap>" (bit i for offset base + i, base64url),
+ * whichever is shorter. `runs` are sorted, disjoint and at or above `base`. Returns
+ * null when nothing is listed, undefined when even the shorter one is over `maxBytes`.
+ */
+export function encodeDone(
+  base: number,
+  runs: readonly OffsetRun[],
+  maxBytes = OFFSET_METADATA_MAX_BYTES,
+): string | null | undefined {
+  if (runs.length === 0) return null;
+  const head = `${DONE_PREFIX}${DONE_VERSION}:${base.toString(36)}:`;
+  const bits = (runs.at(-1) as OffsetRun)[1] - base;
+  const bitmapLength = head.length + 2 + Math.ceil((Math.ceil(bits / 8) * 4) / 3);
+  // Runs first, given up as soon as they are longer than the bitmap or the limit.
+  const budget = Math.min(maxBytes, bitmapLength - 1);
+  let encoded = `${head}r:`;
+  let cursor = base;
+  for (const [start, end] of runs) {
+    encoded += `${cursor === base ? "" : ","}${(start - cursor).toString(36)},${(end - start).toString(36)}`;
+    cursor = end;
+    if (encoded.length > budget) break;
+  }
+  if (encoded.length <= budget) return encoded;
+  if (bitmapLength > maxBytes) return undefined;
+  const bitmap = Buffer.alloc(Math.ceil(bits / 8));
+  for (const [start, end] of runs) {
+    for (let offset = start; offset < end; offset++) {
+      const i = offset - base;
+      bitmap[i >> 3] = (bitmap[i >> 3] as number) | (1 << (i & 7));
+    }
+  }
+  return `${head}b:${bitmap.toString("base64url")}`;
+}
+
+export type DecodedDone =
+  | { kind: "none" }
+  | { kind: "done"; runs: OffsetRun[] }
+  | { kind: "ignored"; reason: string };
+
+/**
+ * The done offsets listed in commit metadata read back with the committed offset.
+ * Anything this consumer did not write (another tool, another format version, a
+ * committed offset that is not the one it was written for, a malformed list) is
+ * "ignored", with the reason, never an exception.
+ */
+export function decodeDone(metadata: string | null | undefined, committed: number): DecodedDone {
+  if (!metadata) return { kind: "none" };
+  if (!metadata.startsWith(DONE_PREFIX)) return { kind: "ignored", reason: "not written by us" };
+  const version = metadata.slice(DONE_PREFIX.length).match(/^(\d+):/)?.[1];
+  if (version !== String(DONE_VERSION)) {
+    return {
+      kind: "ignored",
+      reason: `format version ${version ?? "unknown"}; this consumer reads v${DONE_VERSION}`,
+    };
+  }
+  const parts = metadata.match(/^kbp:v1:([0-9a-z]{1,11}):(?:r:([0-9a-z,]*)|b:([\w-]*))$/);
+  if (!parts) return { kind: "ignored", reason: "malformed" };
+  const base = Number.parseInt(parts[1] as string, 36);
+  if (base !== committed) {
+    return {
+      kind: "ignored",
+      reason: `written for offset ${base}, but the committed offset is ${committed}`,
+    };
+  }
+  const runs: OffsetRun[] = [];
+  if (parts[2] !== undefined) {
+    const numbers = parts[2]
+      .split(",")
+      .map((n) => (n === "" ? Number.NaN : Number.parseInt(n, 36)));
+    if (numbers.length % 2 !== 0) return { kind: "ignored", reason: "malformed runs" };
+    let cursor = base;
+    for (let i = 0; i < numbers.length; i += 2) {
+      const gap = numbers[i] as number;
+      const length = numbers[i + 1] as number;
+      const start = cursor + gap;
+      if (!(gap >= (i === 0 ? 0 : 1) && length >= 1 && start + length <= Number.MAX_SAFE_INTEGER)) {
+        return { kind: "ignored", reason: "malformed runs" };
+      }
+      runs.push([start, start + length]);
+      cursor = start + length;
+    }
+  } else {
+    const bitmap = Buffer.from(parts[3] as string, "base64url");
+    let open: number | undefined;
+    for (let i = 0; i < bitmap.length * 8; i++) {
+      const set = ((bitmap[i >> 3] as number) & (1 << (i & 7))) !== 0;
+      if (set && open === undefined) open = base + i;
+      if (!set && open !== undefined) {
+        runs.push([open, base + i]);
+        open = undefined;
+      }
+    }
+    if (open !== undefined) runs.push([open, base + bitmap.length * 8]);
+  }
+  return { kind: "done", runs };
+}
+
+/** Sorted distinct offsets as runs. */
+export function toRuns(sorted: readonly number[]): OffsetRun[] {
+  const runs: OffsetRun[] = [];
+  for (const offset of sorted) {
+    const last = runs.at(-1);
+    if (last && last[1] === offset) last[1] = offset + 1;
+    else runs.push([offset, offset + 1]);
+  }
+  return runs;
+}
+
+/** The union of two lists of sorted, disjoint runs, from `from` on. */
+export function mergeRuns(a: readonly OffsetRun[], b: readonly OffsetRun[], from = 0): OffsetRun[] {
+  const all = [...a, ...b].sort((x, y) => x[0] - y[0]);
+  const merged: OffsetRun[] = [];
+  for (const [start, end] of all) {
+    const clipped = Math.max(start, from);
+    if (clipped >= end) continue;
+    const last = merged.at(-1);
+    if (last && clipped <= last[1]) last[1] = Math.max(last[1], end);
+    else merged.push([clipped, end]);
+  }
+  return merged;
 }
 
 interface QueueItem {
