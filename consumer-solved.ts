@@ -69,6 +69,10 @@ const settingsShape = {
     3_600_000,
     "how often processed offsets are committed",
   ),
+  COMMIT_METADATA: flag(
+    true,
+    "list in each commit's metadata the offsets done above it, and skip those the partition's previous owner listed: less redone after a crash or rebalance",
+  ),
   FETCH_MAX_WAIT_MS: wholeNumber(
     100,
     1,
@@ -189,6 +193,12 @@ async function main() {
   // 1. Admit: eachMessage only puts the message in the queue and returns, so KafkaJS
   //    keeps heartbeating; the queue, not KafkaJS, decides how much work is open.
   const admit = async (partition: number, message: KafkaMessage) => {
+    const loading = doneLoading.get(partition); // the previous owner's done offsets
+    if (loading) await loading;
+    if (assigned.has(partition) && tracker.skip(partition, Number(message.offset))) {
+      stats.skipped++; // done before a crash or handover: counts for the commit only
+      return;
+    }
     const bytes = (message.value?.length ?? 0) + (message.key?.length ?? 0);
     // Rare: we pause as soon as the next message might not fit. But KafkaJS hands over
     // the first message of each further batch of the same fetch before it looks at the
@@ -261,12 +271,26 @@ async function main() {
   let committing: Promise<void> = Promise.resolve();
   const commit = () => {
     committing = committing.then(async () => {
-      const offsets = tracker.committable().filter(({ partition }) => assigned.has(partition));
+      const offsets = tracker
+        .committable(settings.COMMIT_METADATA)
+        .filter(({ partition }) => assigned.has(partition));
       if (offsets.length === 0) return;
+      // The offsets done above each commit travel with it, when they fit the broker's limit.
+      const entries = offsets.map(({ partition, offset, done }) => {
+        const metadata = done ? encodeDone(offset, done) : null;
+        if (metadata === undefined) stats.metadataTooLarge++; // still correct, only more replay
+        return { topic, partition, offset: String(offset), metadata: metadata ?? null };
+      });
       try {
-        await consumer.commitOffsets(
-          offsets.map(({ partition, offset }) => ({ topic, partition, offset: String(offset) })),
-        );
+        await consumer.commitOffsets(entries).catch((error: { type?: string }) => {
+          // A broker with a lower offset.metadata.max.bytes: commit without the lists.
+          if (error.type !== "OFFSET_METADATA_TOO_LARGE") throw error;
+          stats.metadataTooLarge += entries.length;
+          return consumer.commitOffsets(entries.map((entry) => ({ ...entry, metadata: null })));
+        });
+        for (const { partition, version } of offsets) {
+          if (version !== undefined) tracker.markSent(partition, version);
+        }
       } catch (error) {
         // A rebalance or a broker restart: keep the offsets and try again next time.
         stats.commitErrors++;
@@ -298,6 +322,8 @@ async function main() {
       stats.droppedOnRevoke += queue.dropPartition(partition);
       tracker.revoke(partition);
     }
+    const gained = [...now].filter((partition) => !assigned.has(partition));
+    if (settings.COMMIT_METADATA && gained.length > 0) loadDone(gained);
     assigned = now;
     // KafkaJS forgets pauses when it restarts the consumer after a crash.
     if (watermarks.paused) consumer.pause([{ topic }]);
@@ -305,7 +331,38 @@ async function main() {
       startAt = undefined; // until the new partitions' starts are known, not caught up
       findStarts(now);
     }
+    void commit(); // what a rebalance refused, again in the new generation, for what we kept
   });
+  // COMMIT_METADATA: before a gained partition's messages are admitted, read the offsets
+  // its previous owner listed as done above its commit, to skip them.
+  const doneLoading = new Map<number, Promise<void>>();
+  const loadDone = (partitions: number[]) => {
+    const loaded = readDone(kafka, settings.KAFKA_GROUP_ID, topic, partitions).then(
+      (found) => {
+        for (const [partition, decoded] of found) {
+          if (!assigned.has(partition)) continue;
+          if (decoded.kind === "done") tracker.preload(partition, decoded.runs);
+          if (decoded.kind === "ignored") {
+            stats.metadataIgnored++;
+            console.error(
+              `warning: ignoring the commit metadata of ${topic}/${partition} (${decoded.reason}); its messages after the committed offset are all processed`,
+            );
+          }
+        }
+      },
+      (error: Error) => {
+        console.error(
+          `warning: could not read the committed metadata (${error.message}); processing everything after the committed offsets`,
+        );
+      },
+    );
+    for (const partition of partitions) doneLoading.set(partition, loaded);
+    void loaded.then(() => {
+      for (const partition of partitions) {
+        if (doneLoading.get(partition) === loaded) doneLoading.delete(partition);
+      }
+    });
+  };
   // STOP_AT_END: where each assigned partition started. Right after a (re)join the
   // broker may still be away: try again rather than crash on the rejection.
   const findStarts = (partitions: Set<number>) => {
@@ -356,6 +413,8 @@ async function main() {
     partitions: [...assigned].sort((a, b) => a - b), // this member's share of the group
     uncommitted: tracker.uncommitted,
     awaitingCommit: tracker.awaitingCommit,
+    skipped: stats.skipped,
+    metadataTooLarge: stats.metadataTooLarge,
     deadLettered: stats.deadLettered,
     malformed: stats.malformed,
     retries: stats.retries,
@@ -446,6 +505,9 @@ async function main() {
         peakQueued: stats.peakQueued,
         peakBufferedMb: round(stats.peakBufferedBytes / 2 ** 20, 1),
         commitErrors: stats.commitErrors,
+        skipped: stats.skipped,
+        metadataTooLarge: stats.metadataTooLarge,
+        metadataIgnored: stats.metadataIgnored,
         committed: Object.fromEntries(tracker.committedOffsets()),
         peakRssMb: memory.peakRssMb(),
         peakHeapMb: memory.peakHeapMb(),
@@ -498,7 +560,8 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
 
   for (let attempt = 1, failures = 0; ; attempt++) {
     const startedAt = performance.now();
-    const answer = await callApi(settings.API_URL, body, settings.REQUEST_TIMEOUT_MS, signal);
+    const key = `${settings.KAFKA_TOPIC}/${job.partition}/${job.offset}`; // the same on redelivery
+    const answer = await callApi(settings.API_URL, body, settings.REQUEST_TIMEOUT_MS, signal, key);
     api.record(answer);
     if (answer.kind === "ok") {
       limit.onSuccess();
@@ -545,6 +608,7 @@ async function callApi(
   body: string,
   timeoutMs: number,
   shutdown: AbortSignal,
+  idempotencyKey: string,
 ): Promise<Answer> {
   // One controller per call, cleaned up when the call ends: a timer or a listener on
   // the long-lived shutdown signal left behind per call would pile up with the calls.
@@ -560,7 +624,8 @@ async function callApi(
   try {
     response = await fetch(url, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      // Lets the API answer a message it has already done without doing it twice.
+      headers: { "content-type": "application/json", "idempotency-key": idempotencyKey },
       body,
       signal: call.signal,
     });
@@ -1308,6 +1373,9 @@ function newStats() {
     peakBufferedBytes: 0,
     commitErrors: 0,
     lastCommitError: "",
+    skipped: 0, // done by the partition's previous owner, listed in its commit metadata
+    metadataTooLarge: 0, // commits made without their list of done offsets: it did not fit
+    metadataIgnored: 0, // partitions whose commit metadata was not ours to read
     /** elapsed, processed (incl. dead-lettered), rate and ms per message so far */
     rates: () => {
       const seconds = (performance.now() - started) / 1_000;
@@ -1381,6 +1449,36 @@ async function startOffsets(
     );
   } finally {
     await admin.disconnect();
+  }
+}
+
+/** The done offsets listed in the commit metadata of `partitions`; retried, then given up. */
+async function readDone(
+  kafka: Kafka,
+  groupId: string,
+  topic: string,
+  partitions: number[],
+): Promise<Map<number, DecodedDone>> {
+  for (let attempt = 1; ; attempt++) {
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      const [found] = await admin.fetchOffsets({ groupId, topics: [topic] });
+      const wanted = new Set(partitions);
+      return new Map(
+        (found?.partitions ?? [])
+          .filter(({ partition }) => wanted.has(partition))
+          .map(({ partition, offset, metadata }) => [
+            partition,
+            Number(offset) < 0 ? { kind: "none" } : decodeDone(metadata, Number(offset)),
+          ]),
+      );
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
   }
 }
 
