@@ -5,7 +5,9 @@
  * latency, and can misbehave on purpose: fail a share of calls with 500, hang on a
  * share of them (so callers time out), and answer 429 with Retry-After when more than
  * CAPACITY calls are in progress. It counts what it received so tests and the demo can
- * ask, over HTTP, whether every message reached it and how many came twice.
+ * ask, over HTTP, whether every message reached it and how many came twice. Like a
+ * payment API, it honours Idempotency-Key: a key already answered 201 gets the same
+ * answer back and no second side effect (a call with the key in progress is waited for).
  *
  *   bun run mock-api.ts          deno run -A mock-api.ts          node mock-api.ts
  *   LATENCY_MS=1000 CAPACITY=20 bun run mock-api.ts      (settings: --help)
@@ -36,6 +38,10 @@ const settingsShape = {
   ),
   RETRY_AFTER_S: wholeNumber(1, 0, 3_600, "Retry-After seconds sent with a 429"),
   RESPONSE_BYTES: wholeNumber(64, 0, 10_000_000, "size of the JSON body of a successful answer"),
+  IDEMPOTENCY_KEYS: flag(
+    true,
+    "a call whose Idempotency-Key was already answered 201 gets that answer again, with no second side effect",
+  ),
 };
 
 type Settings = z.infer<z.ZodObject<typeof settingsShape>>;
@@ -52,6 +58,9 @@ interface Stats {
   inFlight: number;
   peakConcurrent: number;
   duplicates: number; // accepted calls for an id already seen
+  deduplicated: number; // answered from an earlier call with the same Idempotency-Key
+  sideEffects: number; // users "created": calls answered 201 that did the work
+  repeatedSideEffects: number; // side effects for an id that already had one
 }
 
 function emptyStats(): Stats {
@@ -66,6 +75,9 @@ function emptyStats(): Stats {
     inFlight: 0,
     peakConcurrent: 0,
     duplicates: 0,
+    deduplicated: 0,
+    sideEffects: 0,
+    repeatedSideEffects: 0,
   };
 }
 
@@ -73,6 +85,10 @@ function emptyStats(): Stats {
 export function createApp(settings: Settings) {
   let stats = emptyStats();
   let seenIds = new Set<string>();
+  let effectIds = new Set<string>(); // ids whose side effect happened
+  // Idempotency-Key → the outcome of its first call: the id answered 201, or undefined
+  // (failed: the next call with the key does the work). Pending while that call runs.
+  let byKey = new Map<string, Promise<string | undefined>>();
   let succeededIds: string[] = []; // in the order answered 201: shows processing order
   let latenciesMs: number[] = []; // created → answered, per successful call
   let timeline: number[] = []; // successes per second since the last reset
@@ -91,6 +107,8 @@ export function createApp(settings: Settings) {
     stats.inFlight++;
     stats.peakConcurrent = Math.max(stats.peakConcurrent, stats.inFlight);
     const counted = stats; // a reset during this call must not skew the new counters
+    let outcome: (succeeded: boolean) => void = () => {}; // for its Idempotency-Key
+    let succeeded = false;
     try {
       const { id, createdAt } = await readEvent(c.req.raw);
       if (id === undefined) {
@@ -99,6 +117,20 @@ export function createApp(settings: Settings) {
       }
       if (seenIds.has(id)) counted.duplicates++;
       else seenIds.add(id);
+      const key = settings.IDEMPOTENCY_KEYS ? c.req.header("idempotency-key") : undefined;
+      if (key !== undefined) {
+        const earlier = byKey.get(key);
+        if (earlier && (await earlier) !== undefined) {
+          counted.deduplicated++;
+          return c.json({ ok: true, id, padding }, 201);
+        }
+        let settle: (id: string | undefined) => void = () => {};
+        byKey.set(key, new Promise((resolve) => (settle = resolve)));
+        outcome = (succeeded) => {
+          settle(succeeded ? id : undefined);
+          if (!succeeded) byKey.delete(key);
+        };
+      }
 
       if (Math.random() < settings.HANG_RATE) {
         counted.hung++;
@@ -111,6 +143,10 @@ export function createApp(settings: Settings) {
         return c.json({ error: "injected failure" }, 500);
       }
       counted.succeeded++;
+      counted.sideEffects++;
+      if (effectIds.has(id)) counted.repeatedSideEffects++;
+      else effectIds.add(id);
+      succeeded = true;
       if (counted === stats) {
         succeededIds.push(id);
         const now = Date.now();
@@ -121,6 +157,7 @@ export function createApp(settings: Settings) {
       return c.json({ ok: true, id, padding }, 201);
     } finally {
       counted.inFlight--;
+      outcome(succeeded);
     }
   });
 
@@ -132,6 +169,8 @@ export function createApp(settings: Settings) {
   app.post("/reset", (c) => {
     stats = emptyStats();
     seenIds = new Set();
+    effectIds = new Set();
+    byKey = new Map();
     succeededIds = [];
     latenciesMs = [];
     timeline = [];
@@ -247,6 +286,10 @@ function wholeNumber(fallback: number, min: number, max: number, doc: string) {
     .max(max, { error })
     .default(fallback)
     .describe(doc);
+}
+
+function flag(fallback: boolean, doc: string) {
+  return z.stringbool({ error: "expected true or false" }).default(fallback).describe(doc);
 }
 
 function fraction(fallback: number, doc: string) {
