@@ -282,12 +282,15 @@ async function main() {
         return { topic, partition, offset: String(offset), metadata: metadata ?? null };
       });
       try {
+        const confirmedBefore = confirmedCommits;
         await consumer.commitOffsets(entries).catch((error: { type?: string }) => {
           // A broker with a lower offset.metadata.max.bytes: commit without the lists.
           if (error.type !== "OFFSET_METADATA_TOO_LARGE") throw error;
           stats.metadataTooLarge += entries.length;
           return consumer.commitOffsets(entries.map((entry) => ({ ...entry, metadata: null })));
         });
+        // KafkaJS resolves without committing while it is not running: the broker's answer counts.
+        if (confirmedCommits === confirmedBefore) return;
         for (const { partition, version } of offsets) {
           if (version !== undefined) tracker.markSent(partition, version);
         }
@@ -302,7 +305,9 @@ async function main() {
   const commitTimer = setInterval(commit, settings.COMMIT_INTERVAL_MS);
   // Only the broker's answer counts: while KafkaJS restarts after a crash (a broker
   // restart, say), commitOffsets resolves without committing anything.
+  let confirmedCommits = 0;
   consumer.on(consumer.events.COMMIT_OFFSETS, ({ payload }) => {
+    confirmedCommits++;
     for (const committed of payload.topics) {
       if (committed.topic !== topic) continue;
       for (const { partition, offset } of committed.partitions) {

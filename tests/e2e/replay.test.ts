@@ -1,0 +1,213 @@
+// After a crash, only unfinished work is redone: consumer-solved.ts lists in each
+// commit's metadata the offsets done above the committed one (COMMIT_METADATA), and
+// whoever owns the partition next skips them. A real broker, the mock API and the
+// consumer as real processes; the duplicates are what the API saw twice, the side
+// effects what it did, the commits what the broker holds.
+import { afterEach, describe, expect, inject, it } from "vitest";
+import type { Runtime } from "../../scripts/runtimes.ts";
+import type { RunResult } from "../support/child.ts";
+import { recordFigure } from "../support/figures.ts";
+import {
+  committedOffsets,
+  committedWithMetadata,
+  commitWithMetadata,
+  endOffsets,
+  readTopic,
+  uniqueName,
+} from "../support/kafka.ts";
+import {
+  type ApiStats,
+  consumerEnv,
+  type MockApi,
+  produce,
+  startMockApi,
+} from "../support/services.ts";
+import { type SolvedRun, type SolvedStatus, startSolved } from "../support/solved.ts";
+
+const brokers = inject("kafkaBrokers");
+
+const consumers: SolvedRun[] = [];
+const apis: MockApi[] = [];
+afterEach(async () => {
+  for (const run of consumers.splice(0)) {
+    if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
+    await run.done;
+  }
+  await Promise.all(apis.splice(0).map((api) => api.stop()));
+});
+
+function solved(runtime: Runtime, env: Record<string, string>): SolvedRun {
+  const run = startSolved(runtime, env);
+  consumers.push(run);
+  return run;
+}
+
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function expectExit(run: RunResult, code: number) {
+  expect(run.code, `${run.stderr.slice(-3_000)}\n${run.stdout.slice(-1_000)}`).toBe(code);
+}
+
+function committedCount(offsets: Record<number, string>): number {
+  return Object.values(offsets).reduce((sum, offset) => sum + Math.max(0, Number(offset)), 0);
+}
+
+const COMMIT_INTERVAL_MS = 1_000;
+const STATUS_INTERVAL_MS = 500;
+
+interface StragglerResult {
+  duplicates: number;
+  bound: number;
+  skipped: number;
+  stats: ApiStats;
+  atKill: SolvedStatus;
+}
+
+/**
+ * The straggler case: an API of 100 ms where 2% of calls take 8 s, CONCURRENCY 50;
+ * SIGKILL partway, then a restart that runs to the end of the topic.
+ */
+async function stragglers(api: MockApi, commitMetadata: boolean): Promise<StragglerResult> {
+  const label = commitMetadata ? "on" : "off";
+  await api.reset();
+  const backlog = await produce(brokers, uniqueName(`straggler-${label}`), { messages: 3_000 });
+  const groupId = `${backlog.topic}-solved`;
+  const env = consumerEnv(brokers, backlog.topic, groupId, {
+    API_URL: api.usersUrl,
+    CONCURRENCY: "50",
+    COMMIT_INTERVAL_MS: String(COMMIT_INTERVAL_MS),
+    STATUS_INTERVAL_MS: String(STATUS_INTERVAL_MS),
+    COMMIT_METADATA: String(commitMetadata),
+  });
+  const first = solved("bun", env);
+  // Killed the moment a status line says half is done: that line describes the process
+  // as it dies, to within the time it takes to send a signal.
+  const atKill = await first.waitForStatus((s) => s.processed >= 1_500, { timeoutMs: 90_000 });
+  first.child.kill("SIGKILL");
+  expect((await first.done).signal).toBe("SIGKILL");
+  const committedAtKill = committedCount(await committedOffsets(brokers, groupId, backlog.topic));
+  expect(committedAtKill).toBeGreaterThan(0);
+
+  const second = await within(
+    solved("bun", { ...env, STOP_AT_END: "true" }).done,
+    150_000,
+    `the restart (COMMIT_METADATA=${label})`,
+  );
+  expectExit(second, 0);
+  const stats = await api.stats();
+  // Every id reached the API; every partition is committed to its end.
+  expect(stats.distinctIds).toBe(backlog.messages);
+  expect(await committedOffsets(brokers, groupId, backlog.topic)).toEqual(
+    await endOffsets(brokers, backlog.topic),
+  );
+  // Every offset after the commits is processed or skipped, once.
+  const processed = Number(second.summary?.processed);
+  const skipped = Number(second.summary?.skipped);
+  expect(second.summary?.deadLettered).toBe(0);
+  expect(processed + skipped).toBe(backlog.messages - committedAtKill);
+  // With idempotency keys honoured, each id's side effect happened exactly once.
+  expect(stats.sideEffects).toBe(backlog.messages);
+  expect(stats.repeatedSideEffects).toBe(0);
+  expect(stats.deduplicated).toBeGreaterThan(0); // some calls did come twice
+
+  // What may reach the API twice: the calls in flight at the kill, and what finished
+  // after the last commit, at most one commit interval before the kill (plus a status
+  // interval for the commit's own round trip).
+  const windowS = (COMMIT_INTERVAL_MS + STATUS_INTERVAL_MS) / 1_000;
+  const before = first.statuses.findLast((s) => s.elapsedS <= atKill.elapsedS - windowS);
+  const bound = atKill.inFlight + atKill.processed - (before?.processed ?? 0);
+  console.log(
+    `[stragglers, COMMIT_METADATA=${label}] duplicates ${stats.duplicates} (bound ${bound}: in flight ${atKill.inFlight} at the kill + ${atKill.processed - (before?.processed ?? 0)} done in the last ${windowS} s); processed ${atKill.processed} before the kill, committed ${committedAtKill}; restart processed ${processed}, skipped ${skipped}; side effects ${stats.sideEffects}, deduplicated ${stats.deduplicated}, hung ${stats.hung}`,
+  );
+  recordFigure({
+    case: `stragglers + SIGKILL, metadata ${label}`,
+    runtime: "bun",
+    consumer: "solved",
+    messages: backlog.messages,
+    observedPeakRssMb: second.observedPeakRssMb,
+    reportedPeakRssMb: Number(second.summary?.peakRssMb) || undefined,
+    seconds: second.durationMs / 1_000,
+    exit: String(second.code),
+    note: `dup ${stats.duplicates}, bound ${bound}, skipped ${skipped}`,
+  });
+  return { duplicates: stats.duplicates, bound, skipped, stats, atKill };
+}
+
+describe("consumer-solved.ts redoes only unfinished work after a crash", () => {
+  it("bun: 2% of calls at 8 s, SIGKILL, restart: duplicates within in flight + one commit interval with COMMIT_METADATA, far more without; side effects once", async () => {
+    const api = await startMockApi({
+      LATENCY_MS: "100",
+      JITTER_MS: "20",
+      HANG_RATE: "0.02",
+      HANG_MS: "8000",
+    });
+    apis.push(api);
+    const on = await stragglers(api, true);
+    const off = await stragglers(api, false);
+    console.log(
+      `[stragglers] duplicates with COMMIT_METADATA ${on.duplicates}, without ${off.duplicates}`,
+    );
+    expect(on.skipped).toBeGreaterThan(0);
+    expect(off.skipped).toBe(0);
+    expect(on.stats.hung).toBeGreaterThan(0); // the stragglers were there
+    expect(on.duplicates).toBeLessThanOrEqual(on.bound);
+    expect(on.duplicates).toBeLessThan(off.duplicates);
+  }, 300_000);
+
+  it("node: commit metadata written by another tool, another version or malformed near the size limit is ignored with a warning; nothing is lost", async () => {
+    const api = await startMockApi({ LATENCY_MS: "20", JITTER_MS: "10" });
+    apis.push(api);
+    const backlog = await produce(brokers, uniqueName("foreign-metadata"), { messages: 600 });
+    const groupId = `${backlog.topic}-solved`;
+    const foreign = [
+      { partition: 0, offset: "20", metadata: "some-other-tool:done=21,22,23" },
+      { partition: 1, offset: "30", metadata: "kbp:v9:u:r:1,5" },
+      { partition: 2, offset: "40", metadata: `kbp:v1:14:r:${"1,1,".repeat(950)}` },
+    ];
+    await commitWithMetadata(brokers, groupId, backlog.topic, foreign);
+    const stored = await committedWithMetadata(brokers, groupId, backlog.topic);
+    for (const { partition, offset, metadata } of foreign) {
+      expect(stored[partition]).toEqual({ offset, metadata }); // the broker took them
+    }
+
+    const run = await within(
+      solved(
+        "node",
+        consumerEnv(brokers, backlog.topic, groupId, {
+          API_URL: api.usersUrl,
+          STOP_AT_END: "true",
+        }),
+      ).done,
+      150_000,
+      "the run over foreign metadata",
+    );
+    expectExit(run, 0);
+    const warnings = run.stderr.split("\n").filter((line) => line.startsWith("warning: ignoring"));
+    console.log(`[foreign metadata] ${warnings.join("\n")}`);
+    expect(warnings).toHaveLength(3);
+    for (const { partition } of foreign) {
+      expect(warnings.filter((w) => w.includes(`${backlog.topic}/${partition} `))).toHaveLength(1);
+    }
+    expect(run.summary).toMatchObject({ skipped: 0, metadataIgnored: 3, deadLettered: 0 });
+    // Everything after the committed offsets, and only that, reached the API.
+    const starts = new Map(foreign.map((f) => [f.partition, Number(f.offset)]));
+    const expected = (await readTopic(brokers, backlog.topic))
+      .filter((m) => m.offset >= (starts.get(m.partition) ?? 0))
+      .map((m) => m.value?.toString().match(/"id":"([^"]+)"/)?.[1]);
+    expect(run.summary?.processed).toBe(expected.length);
+    expect((await api.ids()).sort()).toEqual([...expected].sort());
+    expect(await committedOffsets(brokers, groupId, backlog.topic)).toEqual(
+      await endOffsets(brokers, backlog.topic),
+    );
+  });
+});
