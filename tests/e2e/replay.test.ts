@@ -164,6 +164,73 @@ describe("consumer-solved.ts redoes only unfinished work after a crash", () => {
     expect(on.duplicates).toBeLessThan(off.duplicates);
   }, 300_000);
 
+  it("node: a clean handover, a second instance joining mid-run: duplicates within what was in flight at the revocation plus one commit interval; nothing lost, side effects once", async () => {
+    const api = await startMockApi({
+      LATENCY_MS: "100",
+      JITTER_MS: "20",
+      HANG_RATE: "0.02",
+      HANG_MS: "4000",
+    });
+    apis.push(api);
+    const backlog = await produce(brokers, uniqueName("handover"), {
+      messages: 3_000,
+      partitions: 6,
+    });
+    const groupId = `${backlog.topic}-solved`;
+    const env = consumerEnv(brokers, backlog.topic, groupId, {
+      API_URL: api.usersUrl,
+      CONCURRENCY: "30",
+      COMMIT_INTERVAL_MS: String(COMMIT_INTERVAL_MS),
+      STATUS_INTERVAL_MS: String(STATUS_INTERVAL_MS),
+    });
+    const first = solved("node", env);
+    await first.waitForStatus((s) => s.processed >= 600, { timeoutMs: 90_000 });
+    const second = solved("node", env);
+    // The revocation: the first status line in which the first instance holds fewer.
+    const revoked = await first.waitForStatus((s) => s.partitions.length < 6, {
+      timeoutMs: 90_000,
+      newOnly: true,
+    });
+    const ends = JSON.stringify(await endOffsets(brokers, backlog.topic));
+    const deadline = Date.now() + 120_000;
+    while (JSON.stringify(await committedOffsets(brokers, groupId, backlog.topic)) !== ends) {
+      if (Date.now() > deadline) throw new Error("the group did not commit every partition");
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    first.child.kill("SIGTERM");
+    second.child.kill("SIGTERM");
+    const [a, b] = await within(Promise.all([first.done, second.done]), 30_000, "both stopping");
+    expectExit(a, 0);
+    expectExit(b, 0);
+    const stats = await api.stats();
+    expect(stats.distinctIds).toBe(backlog.messages);
+    expect(stats.sideEffects).toBe(backlog.messages);
+    expect(stats.repeatedSideEffects).toBe(0);
+    expect(b.summary?.processed).toBeGreaterThan(0); // it did take partitions over
+
+    const index = first.statuses.indexOf(revoked);
+    const before = first.statuses[index - 1] ?? revoked;
+    const windowS = (COMMIT_INTERVAL_MS + STATUS_INTERVAL_MS) / 1_000;
+    const start = first.statuses.findLast((s) => s.elapsedS <= before.elapsedS - windowS);
+    const inFlight = Math.max(before.inFlight, revoked.inFlight);
+    const recent = revoked.processed - (start?.processed ?? 0);
+    console.log(
+      `[handover] duplicates ${stats.duplicates} (bound ${inFlight + recent}: in flight ${inFlight} at the revocation + ${recent} done in the last ${windowS} s); first kept ${revoked.partitions}, commit errors ${a.summary?.commitErrors}, skipped ${a.summary?.skipped}; second processed ${b.summary?.processed}, skipped ${b.summary?.skipped}; deduplicated ${stats.deduplicated}`,
+    );
+    recordFigure({
+      case: "clean handover, metadata on",
+      runtime: "node",
+      consumer: "solved",
+      messages: backlog.messages,
+      observedPeakRssMb: a.observedPeakRssMb,
+      reportedPeakRssMb: Number(a.summary?.peakRssMb) || undefined,
+      seconds: a.durationMs / 1_000,
+      exit: String(a.code),
+      note: `dup ${stats.duplicates}, bound ${inFlight + recent}`,
+    });
+    expect(stats.duplicates).toBeLessThanOrEqual(inFlight + recent);
+  });
+
   it("node: commit metadata written by another tool, another version or malformed near the size limit is ignored with a warning; nothing is lost", async () => {
     const api = await startMockApi({ LATENCY_MS: "20", JITTER_MS: "10" });
     apis.push(api);
