@@ -224,6 +224,11 @@ async function main() {
   // 2. Process: at most `limit.current` calls run; each ends processed or dead-lettered.
   const handle = async (job: Job) => {
     if (shutdown.signal.aborted) throw shutdown.signal.reason; // past the shutdown deadline
+    if (rebalanced) await rebalanced.done; // no new call while the group rebalances
+    if (!assigned.has(job.partition)) {
+      stats.droppedOnRevoke++; // lost meanwhile: its next owner does it
+      return;
+    }
     const outcome = await processMessage(job, {
       settings,
       limit,
@@ -319,7 +324,22 @@ async function main() {
 
   // 5. Rebalances: commit what is done while we still own it, then forget the
   //    partitions we lost: their queued messages are dropped, never committed.
-  consumer.on(consumer.events.REBALANCING, () => void commit());
+  // While the group rebalances (KafkaJS stops fetching; a rebalance waits for every member,
+  // a dead one up to its session timeout), start no call: what finished then could not be
+  // committed for the partitions about to move, and their next owner would redo it.
+  let rebalanced: { done: Promise<void>; open: () => void } | undefined;
+  const openGate = () => {
+    rebalanced?.open();
+    rebalanced = undefined;
+  };
+  consumer.on(consumer.events.REBALANCING, () => {
+    void commit();
+    if (rebalanced || stopping) return;
+    let open = () => {};
+    const done = new Promise<void>((resolve) => (open = resolve));
+    rebalanced = { done, open };
+    setTimeout(() => rebalanced?.done === done && openGate(), 60_000); // KafkaJS's rebalance timeout
+  });
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
     const now = new Set(payload.memberAssignment[topic] ?? []);
     for (const partition of assigned) {
@@ -337,6 +357,7 @@ async function main() {
       findStarts(now);
     }
     void commit(); // what a rebalance refused, again in the new generation, for what we kept
+    openGate();
   });
   // COMMIT_METADATA: before a gained partition's messages are admitted, read the offsets
   // its previous owner listed as done above its commit, to skip them.
@@ -467,6 +488,7 @@ async function main() {
   async function stop(reason: string, exitCode: number, graceMs = settings.SHUTDOWN_TIMEOUT_MS) {
     if (stopping) return;
     stopping = true;
+    openGate();
     try {
       consumer.pause([{ topic }]);
     } catch {
