@@ -241,18 +241,6 @@ async function groupCase(commitMetadata: boolean) {
   }
   const { stats, stored, redone } = await outcome(api, backlog.topic, backlog.messages);
   const skipped = results.reduce((sum, r) => sum + Number(r.summary?.skipped), 0);
-  for (const run of everyRun) {
-    const r = await run.done;
-    const last = run.statuses.at(-1);
-    console.log(
-      `[group ${label} diag] exit ${r.code ?? r.signal} summary ${JSON.stringify(r.summary && { processed: r.summary.processed, skipped: r.summary.skipped, redelivered: r.summary.redelivered, dropped: r.summary.droppedOnRevoke, commitErrors: r.summary.commitErrors, tooLarge: r.summary.metadataTooLarge })} last ${JSON.stringify(last && { p: last.processed, part: last.partitions, sk: last.skipped })} partitions-changes ${revocations(run.statuses).length} stderr: ${r.stderr
-        .split("\n")
-        .filter((l) => !l.startsWith("{"))
-        .slice(-6)
-        .join(" | ")
-        .slice(0, 1500)}`,
-    );
-  }
   console.log(
     `[group, COMMIT_METADATA=${label}] duplicates ${redone} of ${stored} messages (bound ${bound}); skipped by the last instances ${skipped}; side effects ${stats.sideEffects}, deduplicated ${stats.deduplicated}`,
   );
