@@ -10,6 +10,9 @@
  *     not only when it is empty, so the queue never runs dry while a resume takes effect;
  *   - an offset is committed only once it and every offset before it in its partition
  *     are processed (auto commit is off), so a crash never skips a message;
+ *   - each commit lists in its metadata the offsets done above it (COMMIT_METADATA), and
+ *     whoever owns the partition next skips them: after a crash only unfinished work is
+ *     redone, and each call's Idempotency-Key lets the API answer that without redoing it;
  *   - failed calls are retried with backoff and then, like malformed messages, sent to
  *     a dead-letter topic with the reason, so nothing is dropped silently;
  *   - SIGINT/SIGTERM stop fetching, finish the queue within SHUTDOWN_TIMEOUT_MS,
