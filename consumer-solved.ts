@@ -455,7 +455,7 @@ async function main() {
     console.log(
       settings.STATUS_FORMAT === "json"
         ? JSON.stringify(s)
-        : `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s, ${s.msPerMessage ?? "-"} ms/msg) queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit} (${s.bufferedMb} MB) paused ${s.paused ? "yes" : "no"} uncommitted ${fmt(s.uncommitted)} (+${fmt(s.awaitingCommit)} awaiting commit) dlq ${s.deadLettered} (malformed ${s.malformed}) retries ${s.retries} throttled ${s.throttled} | ${memory.describe()}`,
+        : `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s, ${s.msPerMessage ?? "-"} ms/msg) queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit} (${s.bufferedMb} MB) paused ${s.paused ? "yes" : "no"} uncommitted ${fmt(s.uncommitted)} (+${fmt(s.awaitingCommit)} awaiting commit) dlq ${s.deadLettered} (malformed ${s.malformed}) retries ${s.retries} throttled ${s.throttled}${s.skipped ? ` skipped ${fmt(s.skipped)}` : ""}${s.metadataTooLarge ? ` (done list too large ${s.metadataTooLarge}x)` : ""} | ${memory.describe()}`,
     );
   };
   const statusTimer = setInterval(() => {
