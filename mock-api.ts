@@ -7,7 +7,8 @@
  * CAPACITY calls are in progress. It counts what it received so tests and the demo can
  * ask, over HTTP, whether every message reached it and how many came twice. Like a
  * payment API, it honours Idempotency-Key: a key already answered 201 gets the same
- * answer back and no second side effect (a call with the key in progress is waited for).
+ * answer back at once, and a call that finishes after another with its key did the
+ * work causes no second side effect.
  *
  *   bun run mock-api.ts          deno run -A mock-api.ts          node mock-api.ts
  *   LATENCY_MS=1000 CAPACITY=20 bun run mock-api.ts      (settings: --help)
@@ -50,7 +51,7 @@ type Settings = z.infer<z.ZodObject<typeof settingsShape>>;
 interface Stats {
   requests: number; // every POST /users, rejected ones included
   accepted: number; // admitted under CAPACITY
-  succeeded: number; // answered 201
+  succeeded: number; // answered 201 after the latency
   failed: number; // answered 500 on purpose
   hung: number; // held for HANG_MS on purpose
   rejected: number; // answered 429
@@ -86,9 +87,8 @@ export function createApp(settings: Settings) {
   let stats = emptyStats();
   let seenIds = new Set<string>();
   let effectIds = new Set<string>(); // ids whose side effect happened
-  // Idempotency-Key → the outcome of its first call: the id answered 201, or undefined
-  // (failed: the next call with the key does the work). Pending while that call runs.
-  let byKey = new Map<string, Promise<string | undefined>>();
+  // Idempotency-Keys whose work is done: the first call with the key to succeed did it.
+  let doneKeys = new Set<string>();
   let succeededIds: string[] = []; // in the order answered 201: shows processing order
   let latenciesMs: number[] = []; // created → answered, per successful call
   let timeline: number[] = []; // successes per second since the last reset
@@ -107,8 +107,6 @@ export function createApp(settings: Settings) {
     stats.inFlight++;
     stats.peakConcurrent = Math.max(stats.peakConcurrent, stats.inFlight);
     const counted = stats; // a reset during this call must not skew the new counters
-    let outcome: (succeeded: boolean) => void = () => {}; // for its Idempotency-Key
-    let succeeded = false;
     try {
       const { id, createdAt } = await readEvent(c.req.raw);
       if (id === undefined) {
@@ -118,18 +116,9 @@ export function createApp(settings: Settings) {
       if (seenIds.has(id)) counted.duplicates++;
       else seenIds.add(id);
       const key = settings.IDEMPOTENCY_KEYS ? c.req.header("idempotency-key") : undefined;
-      if (key !== undefined) {
-        const earlier = byKey.get(key);
-        if (earlier && (await earlier) !== undefined) {
-          counted.deduplicated++;
-          return c.json({ ok: true, id, padding }, 201);
-        }
-        let settle: (id: string | undefined) => void = () => {};
-        byKey.set(key, new Promise((resolve) => (settle = resolve)));
-        outcome = (succeeded) => {
-          settle(succeeded ? id : undefined);
-          if (!succeeded) byKey.delete(key);
-        };
+      if (key !== undefined && doneKeys.has(key)) {
+        counted.deduplicated++;
+        return c.json({ ok: true, id, padding }, 201);
       }
 
       if (Math.random() < settings.HANG_RATE) {
@@ -143,10 +132,16 @@ export function createApp(settings: Settings) {
         return c.json({ error: "injected failure" }, 500);
       }
       counted.succeeded++;
-      counted.sideEffects++;
-      if (effectIds.has(id)) counted.repeatedSideEffects++;
-      else effectIds.add(id);
-      succeeded = true;
+      // A call still running when another with its key did the work (a redelivery that
+      // overtook a slow call) is answered the same, but does nothing more.
+      if (key !== undefined && doneKeys.has(key)) {
+        counted.deduplicated++;
+      } else {
+        if (key !== undefined) doneKeys.add(key);
+        counted.sideEffects++;
+        if (effectIds.has(id)) counted.repeatedSideEffects++;
+        else effectIds.add(id);
+      }
       if (counted === stats) {
         succeededIds.push(id);
         const now = Date.now();
@@ -157,7 +152,6 @@ export function createApp(settings: Settings) {
       return c.json({ ok: true, id, padding }, 201);
     } finally {
       counted.inFlight--;
-      outcome(succeeded);
     }
   });
 
@@ -170,7 +164,7 @@ export function createApp(settings: Settings) {
     stats = emptyStats();
     seenIds = new Set();
     effectIds = new Set();
-    byKey = new Map();
+    doneKeys = new Set();
     succeededIds = [];
     latenciesMs = [];
     timeline = [];
