@@ -14,6 +14,9 @@
  *     fetch response, and its bytes are posted as they came;
  *   - an offset is committed only once it and every offset before it in its partition
  *     are processed (auto commit is off), so a crash never skips a message;
+ *   - each commit lists in its metadata the offsets done above it (COMMIT_METADATA), and
+ *     whoever owns the partition next skips them: after a crash only unfinished work is
+ *     redone, and each call's Idempotency-Key lets the API answer that without redoing it;
  *   - failed calls are retried with backoff and then, like malformed messages, sent to
  *     a dead-letter topic with the reason, so nothing is dropped silently;
  *   - SIGINT/SIGTERM stop fetching, finish the queue within SHUTDOWN_TIMEOUT_MS,
@@ -28,6 +31,7 @@
  * the consumer itself runs only when this file is the program.
  */
 
+import { Buffer } from "node:buffer";
 import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import v8 from "node:v8";
@@ -74,6 +78,10 @@ const settingsShape = {
     10,
     3_600_000,
     "how often processed offsets are committed",
+  ),
+  COMMIT_METADATA: flag(
+    true,
+    "list in each commit's metadata the offsets done above it, and skip those the partition's previous owner listed: less redone after a crash or rebalance",
   ),
   FETCH_MAX_WAIT_MS: wholeNumber(
     100,
@@ -210,6 +218,12 @@ async function main() {
   // 1. Admit: eachMessage only puts the message in the queue and returns, so KafkaJS
   //    keeps heartbeating; the queue, not KafkaJS, decides how much work is open.
   const admit = async (partition: number, message: KafkaMessage) => {
+    const loading = doneLoading.get(partition); // the previous owner's done offsets
+    if (loading) await loading;
+    if (assigned.has(partition) && tracker.skip(partition, Number(message.offset))) {
+      stats.skipped++; // done before a crash or handover: counts for the commit only
+      return;
+    }
     const bytes = (message.value?.length ?? 0) + (message.key?.length ?? 0);
     guard.taken(bytes); // may collect garbage, or call for a pause
     // Rare: we pause as soon as the next message might not fit. But KafkaJS hands over
@@ -252,6 +266,11 @@ async function main() {
   };
   const handle = async (job: Job) => {
     if (shutdown.signal.aborted) throw shutdown.signal.reason; // past the shutdown deadline
+    if (rebalanced) await rebalanced.done; // no new call while the group rebalances
+    if (!assigned.has(job.partition)) {
+      stats.droppedOnRevoke++; // lost meanwhile: its next owner does it
+      return;
+    }
     const outcome = await processMessage(job, processing);
     if (outcome.deadLetter) {
       await deadLetter(
@@ -294,12 +313,29 @@ async function main() {
   let committing: Promise<void> = Promise.resolve();
   const commit = () => {
     committing = committing.then(async () => {
-      const offsets = tracker.committable().filter(({ partition }) => assigned.has(partition));
+      const offsets = tracker
+        .committable(settings.COMMIT_METADATA)
+        .filter(({ partition }) => assigned.has(partition));
       if (offsets.length === 0) return;
+      // The offsets done above each commit travel with it, when they fit the broker's limit.
+      const entries = offsets.map(({ partition, offset, done }) => {
+        const metadata = done ? encodeDone(offset, done) : null;
+        if (metadata === undefined) stats.metadataTooLarge++; // still correct, only more replay
+        return { topic, partition, offset: String(offset), metadata: metadata ?? null };
+      });
       try {
-        await consumer.commitOffsets(
-          offsets.map(({ partition, offset }) => ({ topic, partition, offset: String(offset) })),
-        );
+        const confirmedBefore = confirmedCommits;
+        await consumer.commitOffsets(entries).catch((error: { type?: string }) => {
+          // A broker with a lower offset.metadata.max.bytes: commit without the lists.
+          if (error.type !== "OFFSET_METADATA_TOO_LARGE") throw error;
+          stats.metadataTooLarge += entries.length;
+          return consumer.commitOffsets(entries.map((entry) => ({ ...entry, metadata: null })));
+        });
+        // KafkaJS resolves without committing while it is not running: the broker's answer counts.
+        if (confirmedCommits === confirmedBefore) return;
+        for (const { partition, version } of offsets) {
+          if (version !== undefined) tracker.markSent(partition, version);
+        }
       } catch (error) {
         // A rebalance or a broker restart: keep the offsets and try again next time.
         stats.commitErrors++;
@@ -311,7 +347,9 @@ async function main() {
   const commitTimer = setInterval(commit, settings.COMMIT_INTERVAL_MS);
   // Only the broker's answer counts: while KafkaJS restarts after a crash (a broker
   // restart, say), commitOffsets resolves without committing anything.
+  let confirmedCommits = 0;
   consumer.on(consumer.events.COMMIT_OFFSETS, ({ payload }) => {
+    confirmedCommits++;
     for (const committed of payload.topics) {
       if (committed.topic !== topic) continue;
       for (const { partition, offset } of committed.partitions) {
@@ -323,7 +361,22 @@ async function main() {
 
   // 5. Rebalances: commit what is done while we still own it, then forget the
   //    partitions we lost: their queued messages are dropped, never committed.
-  consumer.on(consumer.events.REBALANCING, () => void commit());
+  // While the group rebalances (KafkaJS stops fetching; a rebalance waits for every member,
+  // a dead one up to its session timeout), start no call: what finished then could not be
+  // committed for the partitions about to move, and their next owner would redo it.
+  let rebalanced: { done: Promise<void>; open: () => void } | undefined;
+  const openGate = () => {
+    rebalanced?.open();
+    rebalanced = undefined;
+  };
+  consumer.on(consumer.events.REBALANCING, () => {
+    void commit();
+    if (rebalanced || stopping) return;
+    let open = () => {};
+    const done = new Promise<void>((resolve) => (open = resolve));
+    rebalanced = { done, open };
+    setTimeout(() => rebalanced?.done === done && openGate(), 60_000); // KafkaJS's rebalance timeout
+  });
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
     const now = new Set(payload.memberAssignment[topic] ?? []);
     for (const partition of assigned) {
@@ -331,6 +384,8 @@ async function main() {
       stats.droppedOnRevoke += queue.dropPartition(partition);
       tracker.revoke(partition);
     }
+    const gained = [...now].filter((partition) => !assigned.has(partition));
+    if (settings.COMMIT_METADATA && gained.length > 0) loadDone(gained);
     assigned = now;
     // KafkaJS forgets pauses when it restarts the consumer after a crash.
     if (watermarks.paused) consumer.pause([{ topic }]);
@@ -338,7 +393,39 @@ async function main() {
       startAt = undefined; // until the new partitions' starts are known, not caught up
       findStarts(now);
     }
+    void commit(); // what a rebalance refused, again in the new generation, for what we kept
+    openGate();
   });
+  // COMMIT_METADATA: before a gained partition's messages are admitted, read the offsets
+  // its previous owner listed as done above its commit, to skip them.
+  const doneLoading = new Map<number, Promise<void>>();
+  const loadDone = (partitions: number[]) => {
+    const loaded = readDone(kafka, settings.KAFKA_GROUP_ID, topic, partitions).then(
+      (found) => {
+        for (const [partition, decoded] of found) {
+          if (!assigned.has(partition)) continue;
+          if (decoded.kind === "done") tracker.preload(partition, decoded.runs);
+          if (decoded.kind === "ignored") {
+            stats.metadataIgnored++;
+            console.error(
+              `warning: ignoring the commit metadata of ${topic}/${partition} (${decoded.reason}); its messages after the committed offset are all processed`,
+            );
+          }
+        }
+      },
+      (error: Error) => {
+        console.error(
+          `warning: could not read the committed metadata (${error.message}); processing everything after the committed offsets`,
+        );
+      },
+    );
+    for (const partition of partitions) doneLoading.set(partition, loaded);
+    void loaded.then(() => {
+      for (const partition of partitions) {
+        if (doneLoading.get(partition) === loaded) doneLoading.delete(partition);
+      }
+    });
+  };
   // STOP_AT_END: where each assigned partition started. Right after a (re)join the
   // broker may still be away: try again rather than crash on the rejection.
   const findStarts = (partitions: Set<number>) => {
@@ -392,6 +479,8 @@ async function main() {
     partitions: [...assigned].sort((a, b) => a - b), // this member's share of the group
     uncommitted: tracker.uncommitted,
     awaitingCommit: tracker.awaitingCommit,
+    skipped: stats.skipped,
+    metadataTooLarge: stats.metadataTooLarge,
     deadLettered: stats.deadLettered,
     malformed: stats.malformed,
     retries: stats.retries,
@@ -405,7 +494,7 @@ async function main() {
     console.log(
       settings.STATUS_FORMAT === "json"
         ? JSON.stringify(s)
-        : `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s, ${s.msPerMessage ?? "-"} ms/msg) queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit} (${s.bufferedMb} MB) paused ${s.paused ? "yes" : "no"} uncommitted ${fmt(s.uncommitted)} (+${fmt(s.awaitingCommit)} awaiting commit) dlq ${s.deadLettered} (malformed ${s.malformed}) retries ${s.retries} throttled ${s.throttled} | ${memory.describe()}`,
+        : `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s, ${s.msPerMessage ?? "-"} ms/msg) queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit} (${s.bufferedMb} MB) paused ${s.paused ? "yes" : "no"} uncommitted ${fmt(s.uncommitted)} (+${fmt(s.awaitingCommit)} awaiting commit) dlq ${s.deadLettered} (malformed ${s.malformed}) retries ${s.retries} throttled ${s.throttled}${s.skipped ? ` skipped ${fmt(s.skipped)}` : ""}${s.metadataTooLarge ? ` (done list too large ${s.metadataTooLarge}x)` : ""} | ${memory.describe()}`,
     );
   };
   const statusTimer = setInterval(() => {
@@ -441,6 +530,7 @@ async function main() {
   async function stop(reason: string, exitCode: number, graceMs = settings.SHUTDOWN_TIMEOUT_MS) {
     if (stopping) return;
     stopping = true;
+    openGate();
     try {
       consumer.pause([{ topic }]);
     } catch {
@@ -485,6 +575,9 @@ async function main() {
         peakQueued: stats.peakQueued,
         peakBufferedMb: round(stats.peakBufferedBytes / 2 ** 20, 1),
         commitErrors: stats.commitErrors,
+        skipped: stats.skipped,
+        metadataTooLarge: stats.metadataTooLarge,
+        metadataIgnored: stats.metadataIgnored,
         committed: Object.fromEntries(tracker.committedOffsets()),
         collections: guard.collections, // asked of the runtime by the memory guard
         peakRssMb: memory.peakRssMb(),
@@ -541,7 +634,8 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
 
   for (let attempt = 1, failures = 0; ; attempt++) {
     const startedAt = performance.now();
-    const answer = await callApi(settings.API_URL, body, settings.REQUEST_TIMEOUT_MS, signal);
+    const key = `${settings.KAFKA_TOPIC}/${job.partition}/${job.offset}`; // the same on redelivery
+    const answer = await callApi(settings.API_URL, body, settings.REQUEST_TIMEOUT_MS, signal, key);
     api.record(answer);
     if (answer.kind === "ok") {
       limit.onSuccess();
@@ -595,6 +689,7 @@ async function callApi(
   body: Uint8Array<ArrayBuffer>,
   timeoutMs: number,
   shutdown: AbortSignal,
+  idempotencyKey: string,
 ): Promise<Answer> {
   // One controller per call, cleaned up when the call ends: a timer left behind per
   // call would pile up with the calls. Shutdown aborts the open ones (openCalls): one
@@ -611,7 +706,8 @@ async function callApi(
   try {
     response = await fetch(url, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      // Lets the API answer a message it has already done without doing it twice.
+      headers: { "content-type": "application/json", "idempotency-key": idempotencyKey },
       body,
       signal: call.signal,
     });
@@ -856,6 +952,9 @@ interface PartitionOffsets {
   /** the next offset to commit: everything below it is processed */
   position: number | undefined;
   committed: number | undefined;
+  /** bumped on each completion; `sentVersion`: the one whose done offsets were last committed */
+  version: number;
+  sentVersion: number;
 }
 
 /**
@@ -867,6 +966,8 @@ interface PartitionOffsets {
 export class OffsetTracker {
   #partitions = new Map<number, PartitionOffsets>();
   #nextEpoch = 1;
+  /** offsets the previous owner had done above its commit (from the commit metadata) */
+  #skips = new Map<number, OffsetRun[]>();
   /** taken and not yet committable, over all partitions */
   uncommitted = 0;
 
@@ -882,6 +983,8 @@ export class OffsetTracker {
         first: offset,
         position: undefined,
         committed: undefined,
+        version: 0,
+        sentVersion: 0,
       };
       this.#partitions.set(partition, state);
     }
@@ -900,6 +1003,7 @@ export class OffsetTracker {
   complete(partition: number, offset: number, epoch: number): void {
     const state = this.#partitions.get(partition);
     if (!state || state.epoch !== epoch) return;
+    state.version++;
     if (offset === state.taken[state.head]) {
       // The oldest unfinished one, the common case: no need to park it in the set.
       state.position = offset + 1;
@@ -925,15 +1029,69 @@ export class OffsetTracker {
     }
   }
 
-  /** Offsets to commit now: partitions whose processed prefix moved past the last commit. */
-  committable(): { partition: number; offset: number }[] {
-    const result: { partition: number; offset: number }[] = [];
+  /**
+   * Offsets to commit now: partitions whose processed prefix moved past the last commit.
+   * `withDone`: also those where more finished behind an unfinished one, each with the
+   * offsets done at or above the one to commit (`done`, as runs) and the `version` to
+   * pass to `markSent` once committed.
+   */
+  committable(withDone = false): {
+    partition: number;
+    offset: number;
+    done?: OffsetRun[];
+    version?: number;
+  }[] {
+    const result: { partition: number; offset: number; done?: OffsetRun[]; version?: number }[] =
+      [];
     for (const [partition, state] of this.#partitions) {
-      if (state.position !== undefined && state.position !== state.committed) {
-        result.push({ partition, offset: state.position });
+      const moved = state.position !== undefined && state.position !== state.committed;
+      if (withDone && (moved || state.version !== state.sentVersion)) {
+        // Nothing processed in order yet: the first offset taken is still safe to commit.
+        const offset = state.position ?? state.first;
+        const finished = toRuns([...state.finished].sort((a, b) => a - b));
+        const skips = this.#skips.get(partition) ?? [];
+        const done = mergeRuns(finished, skips, offset);
+        if ((skips.at(-1)?.[1] ?? 0) <= offset) this.#skips.delete(partition);
+        result.push({ partition, offset, done, version: state.version });
+      } else if (moved) {
+        result.push({ partition, offset: state.position as number });
       }
     }
     return result;
+  }
+
+  /** The done offsets of `version` (from `committable(true)`) are committed. */
+  markSent(partition: number, version: number): void {
+    const state = this.#partitions.get(partition);
+    if (state) state.sentVersion = version;
+  }
+
+  /** Offsets the partition's previous owner had done above its commit, to `skip`. */
+  preload(partition: number, runs: OffsetRun[]): void {
+    if (runs.length > 0) this.#skips.set(partition, runs);
+    else this.#skips.delete(partition);
+  }
+
+  /**
+   * Whether the previous owner had done this offset. If so it is taken and completed at
+   * once: it counts for the contiguous commit without being processed again.
+   */
+  skip(partition: number, offset: number): boolean {
+    const runs = this.#skips.get(partition);
+    if (!runs) return false;
+    let low = 0;
+    let high = runs.length;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if ((runs[middle] as OffsetRun)[1] <= offset) low = middle + 1;
+      else high = middle;
+    }
+    const run = runs[low];
+    if (!run || offset < run[0]) return false;
+    const epoch = this.track(partition, offset);
+    if (epoch === undefined) return false;
+    this.complete(partition, offset, epoch);
+    return true;
   }
 
   /**
@@ -973,11 +1131,146 @@ export class OffsetTracker {
 
   /** Forgets a partition we no longer own; its later completions are ignored. */
   revoke(partition: number): void {
+    this.#skips.delete(partition);
     const state = this.#partitions.get(partition);
     if (!state) return;
     this.uncommitted -= state.taken.length - state.head;
     this.#partitions.delete(partition);
   }
+}
+
+/** Offsets from `start` up to, not including, `end`. */
+export type OffsetRun = [start: number, end: number];
+
+/** The broker's default offset.metadata.max.bytes: it refuses longer commit metadata. */
+export const OFFSET_METADATA_MAX_BYTES = 4_096;
+const DONE_PREFIX = "kbp:v"; // ours, then the format version
+const DONE_VERSION = 1;
+
+/**
+ * The commit metadata that lists which offsets at or above `base` (the committed
+ * offset) are already done, so whoever owns the partition next can skip them:
+ * "kbp:v1:<base>:r:<gap>,<length>,…" (runs, base 36, each gap from the end of the run
+ * before) or "kbp:v1:<base>:b:<bitmap>" (bit i for offset base + i, base64url),
+ * whichever is shorter. `runs` are sorted, disjoint and at or above `base`. Returns
+ * null when nothing is listed, undefined when even the shorter one is over `maxBytes`.
+ */
+export function encodeDone(
+  base: number,
+  runs: readonly OffsetRun[],
+  maxBytes = OFFSET_METADATA_MAX_BYTES,
+): string | null | undefined {
+  if (runs.length === 0) return null;
+  const head = `${DONE_PREFIX}${DONE_VERSION}:${base.toString(36)}:`;
+  const bits = (runs.at(-1) as OffsetRun)[1] - base;
+  const bitmapLength = head.length + 2 + Math.ceil((Math.ceil(bits / 8) * 4) / 3);
+  // Runs first, given up as soon as they are longer than the bitmap or the limit.
+  const budget = Math.min(maxBytes, bitmapLength - 1);
+  let encoded = `${head}r:`;
+  let cursor = base;
+  for (const [start, end] of runs) {
+    encoded += `${cursor === base ? "" : ","}${(start - cursor).toString(36)},${(end - start).toString(36)}`;
+    cursor = end;
+    if (encoded.length > budget) break;
+  }
+  if (encoded.length <= budget) return encoded;
+  if (bitmapLength > maxBytes) return undefined;
+  const bitmap = Buffer.alloc(Math.ceil(bits / 8));
+  for (const [start, end] of runs) {
+    for (let offset = start; offset < end; offset++) {
+      const i = offset - base;
+      bitmap[i >> 3] = (bitmap[i >> 3] as number) | (1 << (i & 7));
+    }
+  }
+  return `${head}b:${bitmap.toString("base64url")}`;
+}
+
+export type DecodedDone =
+  | { kind: "none" }
+  | { kind: "done"; runs: OffsetRun[] }
+  | { kind: "ignored"; reason: string };
+
+/**
+ * The done offsets listed in commit metadata read back with the committed offset.
+ * Anything this consumer did not write (another tool, another format version, a
+ * committed offset that is not the one it was written for, a malformed list) is
+ * "ignored", with the reason, never an exception.
+ */
+export function decodeDone(metadata: string | null | undefined, committed: number): DecodedDone {
+  if (!metadata) return { kind: "none" };
+  if (!metadata.startsWith(DONE_PREFIX)) return { kind: "ignored", reason: "not written by us" };
+  const version = metadata.slice(DONE_PREFIX.length).match(/^(\d+):/)?.[1];
+  if (version !== String(DONE_VERSION)) {
+    return {
+      kind: "ignored",
+      reason: `format version ${version ?? "unknown"}; this consumer reads v${DONE_VERSION}`,
+    };
+  }
+  const parts = metadata.match(/^kbp:v1:([0-9a-z]{1,11}):(?:r:([0-9a-z,]*)|b:([\w-]*))$/);
+  if (!parts) return { kind: "ignored", reason: "malformed" };
+  const base = Number.parseInt(parts[1] as string, 36);
+  if (base !== committed) {
+    return {
+      kind: "ignored",
+      reason: `written for offset ${base}, but the committed offset is ${committed}`,
+    };
+  }
+  const runs: OffsetRun[] = [];
+  if (parts[2] !== undefined) {
+    const numbers = parts[2]
+      .split(",")
+      .map((n) => (n === "" ? Number.NaN : Number.parseInt(n, 36)));
+    if (numbers.length % 2 !== 0) return { kind: "ignored", reason: "malformed runs" };
+    let cursor = base;
+    for (let i = 0; i < numbers.length; i += 2) {
+      const gap = numbers[i] as number;
+      const length = numbers[i + 1] as number;
+      const start = cursor + gap;
+      if (!(gap >= (i === 0 ? 0 : 1) && length >= 1 && start + length <= Number.MAX_SAFE_INTEGER)) {
+        return { kind: "ignored", reason: "malformed runs" };
+      }
+      runs.push([start, start + length]);
+      cursor = start + length;
+    }
+  } else {
+    const bitmap = Buffer.from(parts[3] as string, "base64url");
+    let open: number | undefined;
+    for (let i = 0; i < bitmap.length * 8; i++) {
+      const set = ((bitmap[i >> 3] as number) & (1 << (i & 7))) !== 0;
+      if (set && open === undefined) open = base + i;
+      if (!set && open !== undefined) {
+        runs.push([open, base + i]);
+        open = undefined;
+      }
+    }
+    if (open !== undefined) runs.push([open, base + bitmap.length * 8]);
+  }
+  return { kind: "done", runs };
+}
+
+/** Sorted distinct offsets as runs. */
+export function toRuns(sorted: readonly number[]): OffsetRun[] {
+  const runs: OffsetRun[] = [];
+  for (const offset of sorted) {
+    const last = runs.at(-1);
+    if (last && last[1] === offset) last[1] = offset + 1;
+    else runs.push([offset, offset + 1]);
+  }
+  return runs;
+}
+
+/** The union of two lists of sorted, disjoint runs, from `from` on. */
+export function mergeRuns(a: readonly OffsetRun[], b: readonly OffsetRun[], from = 0): OffsetRun[] {
+  const all = [...a, ...b].sort((x, y) => x[0] - y[0]);
+  const merged: OffsetRun[] = [];
+  for (const [start, end] of all) {
+    const clipped = Math.max(start, from);
+    if (clipped >= end) continue;
+    const last = merged.at(-1);
+    if (last && clipped <= last[1]) last[1] = Math.max(last[1], end);
+    else merged.push([clipped, end]);
+  }
+  return merged;
 }
 
 interface QueueItem {
@@ -1349,6 +1642,9 @@ function newStats() {
     peakBufferedBytes: 0,
     commitErrors: 0,
     lastCommitError: "",
+    skipped: 0, // done by the partition's previous owner, listed in its commit metadata
+    metadataTooLarge: 0, // commits made without their list of done offsets: it did not fit
+    metadataIgnored: 0, // partitions whose commit metadata was not ours to read
     /** elapsed, processed (incl. dead-lettered), rate and ms per message so far */
     rates: () => {
       const seconds = (performance.now() - started) / 1_000;
@@ -1422,6 +1718,36 @@ async function startOffsets(
     );
   } finally {
     await admin.disconnect();
+  }
+}
+
+/** The done offsets listed in the commit metadata of `partitions`; retried, then given up. */
+async function readDone(
+  kafka: Kafka,
+  groupId: string,
+  topic: string,
+  partitions: number[],
+): Promise<Map<number, DecodedDone>> {
+  for (let attempt = 1; ; attempt++) {
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      const [found] = await admin.fetchOffsets({ groupId, topics: [topic] });
+      const wanted = new Set(partitions);
+      return new Map(
+        (found?.partitions ?? [])
+          .filter(({ partition }) => wanted.has(partition))
+          .map(({ partition, offset, metadata }) => [
+            partition,
+            Number(offset) < 0 ? { kind: "none" } : decodeDone(metadata, Number(offset)),
+          ]),
+      );
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
   }
 }
 

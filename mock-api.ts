@@ -5,7 +5,10 @@
  * latency, and can misbehave on purpose: fail a share of calls with 500, hang on a
  * share of them (so callers time out), and answer 429 with Retry-After when more than
  * CAPACITY calls are in progress. It counts what it received so tests and the demo can
- * ask, over HTTP, whether every message reached it and how many came twice.
+ * ask, over HTTP, whether every message reached it and how many came twice. Like a
+ * payment API, it honours Idempotency-Key: a key already answered 201 gets the same
+ * answer back at once, and a call that finishes after another with its key did the
+ * work causes no second side effect.
  *
  *   bun run mock-api.ts          deno run -A mock-api.ts          node mock-api.ts
  *   LATENCY_MS=1000 CAPACITY=20 bun run mock-api.ts      (settings: --help)
@@ -43,6 +46,10 @@ const settingsShape = {
     .describe(
       "comma-separated ids always answered 500 after the latency (messages that keep failing)",
     ),
+  IDEMPOTENCY_KEYS: flag(
+    true,
+    "a call whose Idempotency-Key was already answered 201 gets that answer again, with no second side effect",
+  ),
 };
 
 type Settings = z.infer<z.ZodObject<typeof settingsShape>>;
@@ -51,7 +58,7 @@ type Settings = z.infer<z.ZodObject<typeof settingsShape>>;
 interface Stats {
   requests: number; // every POST /users, rejected ones included
   accepted: number; // admitted under CAPACITY
-  succeeded: number; // answered 201
+  succeeded: number; // answered 201 after the latency
   failed: number; // answered 500 on purpose
   hung: number; // held for HANG_MS on purpose
   rejected: number; // answered 429
@@ -59,6 +66,9 @@ interface Stats {
   inFlight: number;
   peakConcurrent: number;
   duplicates: number; // accepted calls for an id already seen
+  deduplicated: number; // answered from an earlier call with the same Idempotency-Key
+  sideEffects: number; // users "created": calls answered 201 that did the work
+  repeatedSideEffects: number; // side effects for an id that already had one
 }
 
 function emptyStats(): Stats {
@@ -73,6 +83,9 @@ function emptyStats(): Stats {
     inFlight: 0,
     peakConcurrent: 0,
     duplicates: 0,
+    deduplicated: 0,
+    sideEffects: 0,
+    repeatedSideEffects: 0,
   };
 }
 
@@ -80,6 +93,9 @@ function emptyStats(): Stats {
 export function createApp(settings: Settings) {
   let stats = emptyStats();
   let seenIds = new Set<string>();
+  let effectIds = new Set<string>(); // ids whose side effect happened
+  // Idempotency-Keys whose work is done: the first call with the key to succeed did it.
+  let doneKeys = new Set<string>();
   let succeededIds: string[] = []; // in the order answered 201: shows processing order
   let latenciesMs: number[] = []; // created → answered, per successful call
   let timeline: number[] = []; // successes per second since the last reset
@@ -108,6 +124,11 @@ export function createApp(settings: Settings) {
       }
       if (seenIds.has(id)) counted.duplicates++;
       else seenIds.add(id);
+      const key = settings.IDEMPOTENCY_KEYS ? c.req.header("idempotency-key") : undefined;
+      if (key !== undefined && doneKeys.has(key)) {
+        counted.deduplicated++;
+        return c.json({ ok: true, id, padding }, 201);
+      }
 
       if (Math.random() < settings.HANG_RATE) {
         counted.hung++;
@@ -125,6 +146,16 @@ export function createApp(settings: Settings) {
         return c.json({ error: "injected failure" }, 500);
       }
       counted.succeeded++;
+      // A call still running when another with its key did the work (a redelivery that
+      // overtook a slow call) is answered the same, but does nothing more.
+      if (key !== undefined && doneKeys.has(key)) {
+        counted.deduplicated++;
+      } else {
+        if (key !== undefined) doneKeys.add(key);
+        counted.sideEffects++;
+        if (effectIds.has(id)) counted.repeatedSideEffects++;
+        else effectIds.add(id);
+      }
       if (counted === stats) {
         succeededIds.push(id);
         const now = Date.now();
@@ -148,6 +179,8 @@ export function createApp(settings: Settings) {
     stats = emptyStats();
     failing = [];
     seenIds = new Set();
+    effectIds = new Set();
+    doneKeys = new Set();
     succeededIds = [];
     latenciesMs = [];
     timeline = [];
@@ -263,6 +296,10 @@ function wholeNumber(fallback: number, min: number, max: number, doc: string) {
     .max(max, { error })
     .default(fallback)
     .describe(doc);
+}
+
+function flag(fallback: boolean, doc: string) {
+  return z.stringbool({ error: "expected true or false" }).default(fallback).describe(doc);
 }
 
 function fraction(fallback: number, doc: string) {

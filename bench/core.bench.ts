@@ -1,7 +1,9 @@
 /**
  * bench/core.bench.ts: micro-benchmarks of the solved consumer's hot path, so a change
  * that makes it slower shows up. Every message goes through parseEvent, the work
- * queue, the offset tracker and a watermark check; nothing here touches Kafka or HTTP.
+ * queue, the offset tracker and a watermark check; every commit lists the offsets done
+ * above it in its metadata, and each new owner of a partition decodes that list.
+ * Nothing here touches Kafka or HTTP.
  *
  *   bun run bench/core.bench.ts   deno run -A bench/core.bench.ts   node bench/core.bench.ts
  *
@@ -15,7 +17,15 @@
 
 import { Buffer } from "node:buffer";
 import { bench, do_not_optimize, group, run, summary } from "mitata";
-import { type Load, OffsetTracker, parseEvent, Watermarks, WorkQueue } from "../consumer-solved.ts";
+import {
+  decodeDone,
+  encodeDone,
+  type Load,
+  OffsetTracker,
+  parseEvent,
+  Watermarks,
+  WorkQueue,
+} from "../consumer-solved.ts";
 
 /** The benchmarks' names, as mitata reports them in `alias` (sizes go in `$` args). */
 export const benchmarkNames = {
@@ -26,12 +36,16 @@ export const benchmarkNames = {
   queueKeyed: "WorkQueue: $jobs jobs, concurrency 200, key ordering over 1,000 keys",
   watermarks: "Watermarks.update: $loads loads, pausing and resuming",
   parseEvent: "parseEvent: $messages messages, 1 in 100 malformed",
+  metadataEncodeScattered: "commit metadata: list and encode $pending done offsets, scattered",
+  metadataEncodeRuns: "commit metadata: list and encode $pending done offsets, 1 in 50 unfinished",
+  metadataDecodeScattered: "commit metadata: decode $pending done offsets, scattered",
+  metadataDecodeRuns: "commit metadata: decode $pending done offsets, 1 in 50 unfinished",
 } as const;
 
 const quick = process.env.BENCH_QUICK === "1";
 const sizes = quick
-  ? { offsets: 10_000, jobs: 2_000, loads: 10_000, messages: 200 }
-  : { offsets: 1_000_000, jobs: 100_000, loads: 100_000, messages: 10_000 };
+  ? { offsets: 10_000, jobs: 2_000, loads: 10_000, messages: 200, pending: 1_000 }
+  : { offsets: 1_000_000, jobs: 100_000, loads: 100_000, messages: 10_000, pending: 10_000 };
 
 /** What mitata passes a generator benchmark: its `$` args. */
 interface BenchState {
@@ -143,6 +157,56 @@ function register(): void {
       };
     }).args("messages", [sizes.messages]);
   });
+
+  // A straggler at offset 0 holds the commit back while `pending` offsets above it are
+  // done: scattered (half of twice as many, the bitmap form) or in long runs (the runs
+  // form). Listing them and encoding is the cost of each commit, decoding that of each
+  // partition gained.
+  group("commit metadata", () => {
+    for (const [encodeName, decodeName, pattern] of [
+      [benchmarkNames.metadataEncodeScattered, benchmarkNames.metadataDecodeScattered, "scattered"],
+      [benchmarkNames.metadataEncodeRuns, benchmarkNames.metadataDecodeRuns, "runs"],
+    ] as const) {
+      bench(encodeName, function* (state: BenchState) {
+        const tracker = pendingTracker(state.get("pending") as number, pattern);
+        yield () => {
+          const [entry] = tracker.committable(true);
+          const metadata = entry?.done && encodeDone(entry.offset, entry.done);
+          if (!metadata) throw new Error(`nothing encoded: ${JSON.stringify(entry)}`);
+          return metadata;
+        };
+      }).args("pending", [sizes.pending]);
+
+      bench(decodeName, function* (state: BenchState) {
+        const n = state.get("pending") as number;
+        const [entry] = pendingTracker(n, pattern).committable(true);
+        const metadata = entry?.done && encodeDone(entry.offset, entry.done);
+        if (!metadata) throw new Error("nothing encoded");
+        yield () => {
+          const decoded = decodeDone(metadata, 0);
+          if (decoded.kind !== "done") throw new Error(`not decoded: ${decoded.kind}`);
+          return decoded.runs;
+        };
+      }).args("pending", [sizes.pending]);
+    }
+  });
+}
+
+/** A tracker whose offset 0 is unfinished, with `pending` offsets done above it. */
+function pendingTracker(pending: number, pattern: "scattered" | "runs"): OffsetTracker {
+  const tracker = new OffsetTracker();
+  const random = prng(0xd0e);
+  const epoch = tracker.track(0, 0) as number;
+  let done = 0;
+  for (let offset = 1; done < pending; offset++) {
+    tracker.track(0, offset);
+    const finished = pattern === "scattered" ? random() < 0.5 : offset % 50 !== 0;
+    if (finished) {
+      tracker.complete(0, offset, epoch);
+      done++;
+    }
+  }
+  return tracker;
 }
 
 function trackAll(tracker: OffsetTracker, n: number): number {

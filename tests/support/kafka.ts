@@ -116,3 +116,51 @@ export async function readTopic(
   }
   return messages.sort((a, b) => a.partition - b.partition || a.offset - b.offset);
 }
+
+/**
+ * Commits offsets with metadata for a group, as another tool would: joins the group
+ * with a plain KafkaJS consumer that processes nothing, commits, and leaves.
+ */
+export async function commitWithMetadata(
+  brokers: string,
+  groupId: string,
+  topic: string,
+  partitions: { partition: number; offset: string; metadata: string | null }[],
+): Promise<void> {
+  const consumer = kafkaClient(brokers, "tests-committer").consumer({
+    groupId,
+    maxWaitTimeInMs: 100,
+  });
+  await consumer.connect();
+  try {
+    // KafkaJS drops a commit made before it runs (at GROUP_JOIN it does not yet): wait
+    // for its first fetch.
+    const joined = new Promise<void>((resolve) => {
+      consumer.on(consumer.events.FETCH_START, () => resolve());
+    });
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await consumer.run({ autoCommit: false, eachMessage: async () => {} });
+    await joined;
+    consumer.pause([{ topic }]);
+    await consumer.commitOffsets(partitions.map((p) => ({ topic, ...p })));
+  } finally {
+    await consumer.disconnect();
+  }
+}
+
+/** The group's committed offsets for the topic, each with its metadata. */
+export async function committedWithMetadata(
+  brokers: string,
+  groupId: string,
+  topic: string,
+): Promise<Record<number, { offset: string; metadata: string | null }>> {
+  return await withAdmin(brokers, async (admin) => {
+    const [found] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    return Object.fromEntries(
+      (found?.partitions ?? []).map((p) => [
+        p.partition,
+        { offset: p.offset, metadata: p.metadata },
+      ]),
+    );
+  });
+}

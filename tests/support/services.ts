@@ -15,6 +15,12 @@ export interface ApiStats {
   inFlight: number;
   peakConcurrent: number;
   duplicates: number;
+  /** answered from an earlier call with the same Idempotency-Key */
+  deduplicated: number;
+  /** calls that did the work (answered 201 without deduplication) */
+  sideEffects: number;
+  /** side effects for an id that already had one */
+  repeatedSideEffects: number;
   distinctIds: number;
 }
 

@@ -18,6 +18,10 @@ export interface SolvedStatus {
   uncommitted: number;
   /** done and committable, waiting for the next commit */
   awaitingCommit: number;
+  /** done by the partition's previous owner (its commit metadata said so): not processed */
+  skipped: number;
+  /** commits made without their list of done offsets, which did not fit */
+  metadataTooLarge: number;
   deadLettered: number;
   malformed: number;
   retries: number;
