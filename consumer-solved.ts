@@ -774,6 +774,10 @@ export class OffsetTracker {
   complete(partition: number, offset: number, epoch: number): void {
     const state = this.#partitions.get(partition);
     if (!state || state.epoch !== epoch) return;
+    // Only an offset still held counts: a stray one parked in `finished` would mark that
+    // offset done, unprocessed, the day Kafka hands it over.
+    const [head, last] = [state.taken[state.head], state.taken[state.taken.length - 1]];
+    if (head === undefined || last === undefined || offset < head || offset > last) return;
     if (offset === state.taken[state.head]) {
       // The oldest unfinished one, the common case: no need to park it in the set.
       state.position = offset + 1;
