@@ -539,7 +539,7 @@ type Answer =
   | { kind: "rejected"; reason: string } // other 4xx: this message is the problem
   | { kind: "unreachable"; reason: string; retryAfterMs?: undefined }; // no HTTP answer at all
 
-async function callApi(
+export async function callApi(
   url: string,
   body: string,
   timeoutMs: number,
