@@ -550,6 +550,7 @@ describe("consumer-solved.ts under faults", () => {
     });
     const victim = solved("node", env);
     let atKill: OffsetsByPartition = {};
+    let answeredAtKill: string[] = [];
     await victim.waitForStatus((s) => s.processed > 0);
     const survivor = solved("node", env);
     try {
@@ -564,6 +565,7 @@ describe("consumer-solved.ts under faults", () => {
       const killed = await victim.done;
       expect(killed.signal).toBe("SIGKILL");
       atKill = await committedOffsets(brokers, groupId, backlog.topic);
+      answeredAtKill = await settledAnswers(api);
       // The group has it all once every partition's commit reaches its end (the dead
       // member's partitions move after the session timeout, 30 s).
       const ends = JSON.stringify(await endOffsets(brokers, backlog.topic));
@@ -587,13 +589,23 @@ describe("consumer-solved.ts under faults", () => {
     const result = await within(survivor.done, 30_000, "the survivor stopping");
     expectExit(result, 0);
     expect(result.summary?.exitReason).toBe("stopped by SIGTERM");
-    // At least once, on the API's word; and what the broker had committed when the member
-    // died was answered once and never again.
+    // At least once, on the API's word. A handover repeats only unfinished work: after
+    // the kill, no id is answered twice, and an id answered before it again only if the
+    // broker had not committed it. (The join's handover, before the kill, may repeat
+    // what was in flight then: those are reported, bounded by no figure of the run.)
     const counts = await expectAnsweredAtLeastOnce(api, backlog.ids);
     const source = await readTopic(brokers, backlog.topic);
-    for (const message of belowCommitted(source, atKill)) {
-      expect(counts.get(idOf(message) as string), `${idOf(message)} below the commit`).toBe(1);
-    }
+    const done = new Set(belowCommitted(source, atKill).map((m) => idOf(m) as string));
+    const before = new Set(answeredAtKill);
+    const afterKill = (await api.succeeded()).slice(answeredAtKill.length);
+    expect(new Set(afterKill).size).toBe(afterKill.length);
+    const again = afterKill.filter((id) => before.has(id));
+    for (const id of again)
+      expect(done.has(id), `${id} committed at the kill, answered again`).toBe(false);
+    const mayRepeat = [...before].filter((id) => !done.has(id)).length;
+    console.log(
+      `[group] after the kill ${again.length} ids answered again <= ${mayRepeat} answered before it and not committed; before the kill ${answeredAtKill.length - before.size} answered twice (the join's handover)`,
+    );
     expect(await readTopic(brokers, `${backlog.topic}.dlq`)).toEqual([]);
     await expectAllCommitted(groupId, backlog.topic);
     const twice = answeredTwice(counts).length;
