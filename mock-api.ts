@@ -115,6 +115,9 @@ export function createApp(settings: Settings) {
       }
       // A caller that timed out never sees this 201: counting it would call delivered
       // what the caller will retry or dead-letter. (Bun aborts the signal on disconnect.)
+      // Pending I/O first: a hang-up that came while we waited (or while this process
+      // was stopped) shows only once the event loop has polled the socket.
+      await delay(1);
       if (c.req.raw.signal.aborted) {
         counted.abandoned++;
         return c.json({ error: "the caller had gone" }, 408); // nobody reads it

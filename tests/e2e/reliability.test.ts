@@ -211,6 +211,9 @@ describe("consumer-solved.ts under faults", () => {
         { newOnly: true, timeoutMs: 30_000 },
       );
       first.child.kill("SIGKILL");
+      // Resume the API only once the consumer is gone and its sockets closed: the calls
+      // it had open then end unanswered (the mock counts no 201 to a caller gone).
+      await first.done;
     } finally {
       process.kill(api.pid, "SIGCONT");
     }
