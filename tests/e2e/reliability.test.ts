@@ -133,7 +133,7 @@ async function settledAnswers(api: MockApi): Promise<string[]> {
  * and not committed. Returns that bound and the duplicates.
  */
 async function expectRedeliveryBounded(
-  api: MockApi,
+  api: Pick<MockApi, "succeeded">,
   source: StoredMessage[],
   committedAtStop: OffsetsByPartition,
   answeredBeforeRestart: string[],
@@ -244,6 +244,91 @@ describe("consumer-solved.ts under faults", () => {
       `[crash] ids answered twice ${duplicates} <= ${bound} answered before the kill and not committed; committed at the kill ${committedAtKill}, answered ${answeredAtKill.length}; the consumer's last status: in flight ${last.inFlight}, queued ${last.queued}, uncommitted ${last.uncommitted}, awaiting commit ${last.awaitingCommit}; it reprocessed ${second.summary?.processed} (its own count)`,
     );
     record("crash + restart", "node", backlog, second, `dup ${duplicates} <= ${bound}`);
+  });
+
+  it("node: SIGKILL while calls behind done ones never answer; the restart answers them (no commit past an unfinished offset)", async () => {
+    // A local API that holds every 50th event (n % 50 == 10) without an answer and
+    // answers the rest 201 at once: done offsets certainly wait behind unfinished ones.
+    const succeeded: string[] = [];
+    let holding = true;
+    let release = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const app = new Hono();
+    app.post("/users", async (c) => {
+      const { id } = (await c.req.json()) as { id: string };
+      if (holding && Number(id.split("-").at(-1)) % 50 === 10) {
+        await released;
+        return c.json({ error: "released after the kill" }, 503);
+      }
+      succeeded.push(id);
+      return c.json({ ok: true }, 201);
+    });
+    const server = await new Promise<{ port: number; close: () => void }>((resolve) => {
+      const listening = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 }, (info) =>
+        resolve({ port: info.port, close: () => listening.close() }),
+      );
+    });
+    try {
+      const backlog = await produce(brokers, uniqueName("held"), { messages: 600 });
+      const held = backlog.ids.filter((id) => Number(id.split("-").at(-1)) % 50 === 10);
+      const groupId = `${backlog.topic}-solved`;
+      const env = consumerEnv(brokers, backlog.topic, groupId, {
+        API_URL: `http://127.0.0.1:${server.port}/users`,
+        CONCURRENCY: "20",
+        COMMIT_INTERVAL_MS: "200",
+      });
+      const first = solved("node", env);
+      // Every other event answered, then the commits settle (three equal readings).
+      await until(
+        async () => succeeded.length === backlog.messages - held.length,
+        60_000,
+        "answers",
+      );
+      let readings: string[] = [];
+      await until(
+        async () => {
+          readings = [
+            ...readings,
+            JSON.stringify(await committedOffsets(brokers, groupId, backlog.topic)),
+          ].slice(-3);
+          return readings.length === 3 && new Set(readings).size === 1;
+        },
+        30_000,
+        "the commits settling",
+      );
+      first.child.kill("SIGKILL");
+      await first.done;
+      const atKill = await committedOffsets(brokers, groupId, backlog.topic);
+      const answeredAtKill = [...succeeded];
+      holding = false;
+      release();
+
+      const second = await runSolved("node", { ...env, STOP_AT_END: "true" });
+      expectExit(second, 0);
+      const source = await readTopic(brokers, backlog.topic);
+      const { bound, duplicates } = await expectRedeliveryBounded(
+        { succeeded: async () => succeeded },
+        source,
+        atKill,
+        answeredAtKill,
+      );
+      for (const id of held)
+        expect(
+          succeeded.filter((x) => x === id),
+          id,
+        ).toHaveLength(1);
+      await expectAllCommitted(groupId, backlog.topic);
+      console.log(
+        `[held] ${held.length} held; committed at the kill ${committedCount(atKill)} of ${backlog.messages}, ${answeredAtKill.length} answered; ids answered twice ${duplicates} <= ${bound}`,
+      );
+      record("held calls + SIGKILL", "node", backlog, second, `dup ${duplicates} <= ${bound}`);
+      expect(committedCount(atKill)).toBeLessThan(answeredAtKill.length); // done work waited
+    } finally {
+      release();
+      server.close();
+    }
   });
 
   it("bun and node: the broker restarts partway; each consumer reconnects by itself and finishes", async () => {
