@@ -1,8 +1,10 @@
 // What consumer-solved.ts owes when things go wrong, end to end: a real broker, the
-// mock API and the consumer as real processes, and one fault per case: a crash, a
-// broker restart, failing, hanging and overloaded calls, poison messages, a dead group
+// mock API (or a small local one) and the consumer as real processes, and one fault per
+// case: a crash, a crash while calls behind done ones never answer, a broker restart,
+// failing, hanging and overloaded calls, 4xx refusals, poison messages, a dead group
 // member, SIGTERM, nothing to connect to; and per-key ordering. Every case has its own
-// topic and group; each runtime runs at least one case.
+// topic and group; each runtime runs at least one case. Delivery is read from what the
+// API answered 201, the DLQ topic and the broker's commits (support/evidence.ts).
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 import { afterEach, describe, expect, inject, it } from "vitest";
