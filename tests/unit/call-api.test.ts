@@ -34,7 +34,9 @@ beforeAll(async () => {
 afterAll(() => close());
 
 const never = new AbortController().signal;
-const call = (path: string, timeoutMs = 2_000) => callApi(`${base}${path}`, "{}", timeoutMs, never);
+// The request body as callApi takes it (a string here; bytes in later versions).
+const body = new TextEncoder().encode("{}") as unknown as Parameters<typeof callApi>[1];
+const call = (path: string, timeoutMs = 2_000) => callApi(`${base}${path}`, body, timeoutMs, never);
 
 describe("callApi", () => {
   it("201 and 200 are success", async () => {
@@ -82,13 +84,13 @@ describe("callApi", () => {
 
   it("a refused connection is unreachable, naming the cause", async () => {
     const url = `http://127.0.0.1:${await freePort()}/users`;
-    const answer = await callApi(url, "{}", 2_000, never);
+    const answer = await callApi(url, body, 2_000, never);
     expect(answer).toMatchObject({ kind: "unreachable", reason: /ECONNREFUSED/ });
   });
 
   it("shutdown aborts the call with an error instead of classifying it", async () => {
     const shutdown = new AbortController();
-    const pending = callApi(`${base}/slow`, "{}", 5_000, shutdown.signal);
+    const pending = callApi(`${base}/slow`, body, 5_000, shutdown.signal);
     shutdown.abort(new Error("shutting down"));
     await expect(pending).rejects.toThrow();
   });
