@@ -680,11 +680,11 @@ type Answer =
 /** The calls in flight, each with its own controller: a shutdown aborts them all. */
 const openCalls = new Set<AbortController>();
 
-function abortOpenCalls(reason: unknown) {
+export function abortOpenCalls(reason: unknown) {
   for (const call of openCalls) call.abort(reason);
 }
 
-async function callApi(
+export async function callApi(
   url: string,
   body: Uint8Array<ArrayBuffer>,
   timeoutMs: number,
@@ -1003,6 +1003,10 @@ export class OffsetTracker {
   complete(partition: number, offset: number, epoch: number): void {
     const state = this.#partitions.get(partition);
     if (!state || state.epoch !== epoch) return;
+    // Only an offset still held counts: a stray one parked in `finished` would mark that
+    // offset done, unprocessed, the day Kafka hands it over.
+    const [head, last] = [state.taken[state.head], state.taken[state.taken.length - 1]];
+    if (head === undefined || last === undefined || offset < head || offset > last) return;
     state.version++;
     if (offset === state.taken[state.head]) {
       // The oldest unfinished one, the common case: no need to park it in the set.

@@ -14,7 +14,8 @@
  *   LATENCY_MS=1000 CAPACITY=20 bun run mock-api.ts      (settings: --help)
  *
  * Endpoints: POST /users, GET /stats, GET /ids (in the order they first arrived),
- * GET /succeeded (ids in the order they were answered 201, to check ordering), GET
+ * GET /succeeded (ids in the order they were answered 201: what was really delivered, and
+ * in which order; a caller that gave up first is not answered), GET
  * /latency (end-to-end latency percentiles, from each event's createdAt), GET /timeline
  * (successes per second), GET /failing (each FAIL_IDS answer: when, and how many
  * successes came before it), POST /reset, GET /health.
@@ -61,6 +62,7 @@ interface Stats {
   succeeded: number; // answered 201 after the latency
   failed: number; // answered 500 on purpose
   hung: number; // held for HANG_MS on purpose
+  abandoned: number; // the caller had gone (timed out) before the answer: not a success
   rejected: number; // answered 429
   invalid: number; // answered 400: no JSON body with a string id
   inFlight: number;
@@ -78,6 +80,7 @@ function emptyStats(): Stats {
     succeeded: 0,
     failed: 0,
     hung: 0,
+    abandoned: 0,
     rejected: 0,
     invalid: 0,
     inFlight: 0,
@@ -145,6 +148,15 @@ export function createApp(settings: Settings) {
         counted.failed++;
         return c.json({ error: "injected failure" }, 500);
       }
+      // A caller that timed out never sees this 201: counting it would call delivered
+      // what the caller will retry or dead-letter. (Bun aborts the signal on disconnect.)
+      // Pending I/O first: a hang-up that came while we waited (or while this process
+      // was stopped) shows only once the event loop has polled the socket.
+      await delay(1);
+      if (c.req.raw.signal.aborted) {
+        counted.abandoned++;
+        return c.json({ error: "the caller had gone" }, 408); // nobody reads it
+      }
       counted.succeeded++;
       // A call still running when another with its key did the work (a redelivery that
       // overtook a slow call) is answered the same, but does nothing more.
@@ -169,7 +181,9 @@ export function createApp(settings: Settings) {
     }
   });
 
-  app.get("/stats", (c) => c.json({ ...stats, distinctIds: seenIds.size }));
+  app.get("/stats", (c) =>
+    c.json({ ...stats, distinctIds: seenIds.size, distinctSucceeded: new Set(succeededIds).size }),
+  );
   app.get("/ids", (c) => c.json({ ids: [...seenIds] }));
   app.get("/succeeded", (c) => c.json({ ids: succeededIds }));
   app.get("/latency", (c) => c.json(percentiles(latenciesMs)));

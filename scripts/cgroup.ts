@@ -7,9 +7,9 @@ import { mkdir, readdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
-/** `cpu`: a CPU quota can be set too. */
+/** `cpu`: a CPU quota can be set too; `peak`: where the peak comes from (see PeakSource). */
 export type CgroupSupport =
-  | { ok: true; version: 1 | 2; cpu: boolean }
+  | { ok: true; version: 1 | 2; cpu: boolean; peak: PeakSource }
   | { ok: false; reason: string };
 
 export interface CgroupOptions {
@@ -18,10 +18,24 @@ export interface CgroupOptions {
   memoryLimitMb: number;
   /** CPU cores, e.g. 0.5 for half of one */
   cpuQuota?: number;
+  /** sample the usage for the peak even where the kernel keeps one (to test the fallback) */
+  samplePeak?: boolean;
 }
 
-/** `peakMb` is the kernel's high-water mark; `oomKills` counts the OOM killer's kills. */
-export type CgroupStats = { peakMb: number; oomKills: number; limitMb: number };
+/**
+ * The kernel's own high-water mark (memory.peak on v2, Linux 5.19+;
+ * memory.max_usage_in_bytes on v1), or, where there is none, the highest of
+ * memory.current readings taken every few milliseconds while the cgroup lives.
+ */
+export type PeakSource = "memory.peak" | "memory.max_usage_in_bytes" | "sampled usage";
+
+/** `peakMb`: the high-water mark, from `peakSource`; `oomKills` counts the OOM killer's kills. */
+export type CgroupStats = {
+  peakMb: number;
+  peakSource: PeakSource;
+  oomKills: number;
+  limitMb: number;
+};
 
 /** From cpu.stat: scheduler periods, how many of them hit the quota, time held back. */
 export type CpuStats = { periods: number; throttled: number; throttledMs: number };
@@ -54,6 +68,7 @@ const files = {
   1: {
     limit: "memory.limit_in_bytes",
     peak: "memory.max_usage_in_bytes",
+    usage: "memory.usage_in_bytes",
     events: "memory.oom_control",
     swap: (bytes: number): Knob => ["memory.memsw.limit_in_bytes", String(bytes)],
     cpu: (quotaUs: number): Knob => ["cpu.cfs_quota_us", String(quotaUs)],
@@ -61,7 +76,8 @@ const files = {
   },
   2: {
     limit: "memory.max",
-    peak: "memory.peak", // Linux 5.19+; cgroupSupport() probes for it
+    peak: "memory.peak", // Linux 5.19+; else createCgroup samples `usage`
+    usage: "memory.current",
     events: "memory.events",
     swap: (): Knob => ["memory.swap.max", "0"],
     cpu: (quotaUs: number): Knob => ["cpu.max", `${quotaUs} ${periodUs}`],
@@ -113,6 +129,18 @@ export async function createCgroup(options: CgroupOptions): Promise<Cgroup> {
   for (const path of paths) await mkdir(path);
 
   const read = (dir: string, file: string) => readFile(join(dir, file), "utf8");
+  // No high-water mark kept by this kernel (v2 before 5.19): sample the usage instead,
+  // often, from creation to removal, rather than give up on the cgroup.
+  const sampled = options.samplePeak === true || !existsSync(join(memory, knobs.peak));
+  const peakSource: PeakSource = sampled ? "sampled usage" : knobs.peak;
+  let sampledPeak = 0;
+  const sampleUsage = () => {
+    try {
+      sampledPeak = Math.max(sampledPeak, Number(readFileSync(join(memory, knobs.usage), "utf8")));
+    } catch {} // removed under us: the last reading stands
+  };
+  const sampler = sampled ? setInterval(sampleUsage, 5) : undefined;
+  sampler?.unref();
   let removed: Promise<void> | undefined;
   const cgroup: Cgroup = {
     name,
@@ -123,8 +151,11 @@ export async function createCgroup(options: CgroupOptions): Promise<Cgroup> {
       return ["/bin/sh", ["-c", `${enter} && exec "$0" "$@"`, command, ...args]];
     },
     async stats() {
+      if (sampled) sampleUsage();
+      const peak = sampled ? sampledPeak : Number(await read(memory, knobs.peak));
       return {
-        peakMb: Number(await read(memory, knobs.peak)) / mb,
+        peakMb: peak / mb,
+        peakSource,
         oomKills: field(await read(memory, knobs.events), "oom_kill"),
         limitMb: Number(await read(memory, knobs.limit)) / mb,
       };
@@ -136,6 +167,7 @@ export async function createCgroup(options: CgroupOptions): Promise<Cgroup> {
       return { periods, throttled, throttledMs: knobs.throttledMs(stat) };
     },
     remove() {
+      clearInterval(sampler);
       removed ??= Promise.all(paths.map((path) => removeCgroupDir(path))).then(() => {});
       return removed;
     },
@@ -219,14 +251,16 @@ export async function cgroupSupport(): Promise<CgroupSupport> {
   const probe = async (cpuQuota?: number) => {
     const cgroup = await createCgroup({ name: "probe", memoryLimitMb: 64, cpuQuota });
     try {
-      await cgroup.stats();
+      const { peakSource } = await cgroup.stats();
       if (cpuQuota !== undefined) await cgroup.cpuStats();
+      return peakSource;
     } finally {
       await cgroup.remove();
     }
   };
+  let peak: PeakSource;
   try {
-    await probe();
+    peak = await probe();
   } catch (error) {
     const denied = `not permitted to create cgroups (uid ${process.getuid?.()}; needs root or delegation)`;
     const reasons: Record<string, string> = {
@@ -242,7 +276,7 @@ export async function cgroupSupport(): Promise<CgroupSupport> {
   const cpu = await probe(0.5)
     .then(() => true)
     .catch(() => false);
-  return { ok: true, version: layout.version, cpu };
+  return { ok: true, version: layout.version, cpu, peak };
 }
 
 /** True when the kernel's OOM killer ended the run: the kill count rose and it died by SIGKILL. */

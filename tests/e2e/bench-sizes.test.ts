@@ -5,13 +5,13 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, inject, it } from "vitest";
-import { cgroupSupport } from "../../scripts/cgroup.ts";
+import { requireCgroupSupport } from "../support/cgroups.ts";
 import { runScript } from "../support/child.ts";
 
 const brokers = inject("kafkaBrokers");
 const outDir = mkdtempSync(join(tmpdir(), "bench-sizes-"));
 afterAll(() => rmSync(outDir, { recursive: true, force: true }));
-const support = await cgroupSupport();
+const support = await requireCgroupSupport("bench-sizes.test");
 
 it.skipIf(!support.ok)(
   "bench/sizes.ts runs the three consumers and writes JSON, Markdown and an SVG chart",

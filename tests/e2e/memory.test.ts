@@ -11,7 +11,6 @@ import {
   type ConsumerRun,
   conditions,
   expectProcessedEverything,
-  largestStepMb,
   recordRun,
   runSolved,
   runUnbounded,
@@ -56,8 +55,10 @@ describe.each(runtimes)("on %s, ceiling 320 MB", (runtime) => {
     expect(run.code, run.stderr.slice(-2_000)).toBe(3);
     expect(run.stdout).toMatch(/MEMORY LIMIT EXCEEDED: rss \d+ MB > 320 MB/);
     expect(run.summary).toMatchObject({ memoryLimitExceeded: true, exitCode: 3 });
-    // Seen from outside: over the ceiling, or within one sampling step of it at exit.
-    expect(run.observedPeakRssMb).toBeGreaterThanOrEqual(ceilingMb - largestStepMb(run) - 1);
+    // Seen from outside (the kernel's VmHWM, read every 10 ms): near the ceiling at exit,
+    // by a margin fixed in advance rather than taken from this run. The script checks
+    // every 100 ms; even Node's pile-up (about 100 MB/s here) rises under 32 MB in that.
+    expect(run.observedPeakRssMb).toBeGreaterThanOrEqual(0.9 * ceilingMb);
     expectReportAgrees(run);
   });
 

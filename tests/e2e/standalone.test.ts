@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { projectRoot } from "../../scripts/kafka-jvm.ts";
 import { type Runtime, runtimeCommand, runtimes } from "../../scripts/runtimes.ts";
 import { startCommand } from "../support/child.ts";
-import { uniqueName } from "../support/kafka.ts";
+import { committedOffsets, endOffsets, uniqueName } from "../support/kafka.ts";
 
 const run = promisify(execFile);
 const brokers = inject("kafkaBrokers");
@@ -105,27 +105,42 @@ describe("each script copied alone next to a minimal package.json", () => {
     const topic = uniqueName("standalone");
     const api = runCopy("bun", "mock-api.ts", { PORT: "0", LATENCY_MS: "10", JITTER_MS: "0" });
     try {
-      const apiUrl = `${(await api.waitForLine(/mock-api listening on/)).match(/(http:\/\/\S+)/)?.[1]}/users`;
+      const base = (await api.waitForLine(/mock-api listening on/)).match(/(http:\/\/\S+)/)?.[1];
+      const apiUrl = `${base}/users`;
+      const answered = async () =>
+        ((await (await fetch(`${base}/succeeded`)).json()) as { ids: string[] }).ids;
       const common = { KAFKA_BROKERS: brokers, KAFKA_TOPIC: topic, STOP_AT_END: "true" };
       const produced = await runCopy("node", "producer.ts", {
         ...common,
         MESSAGES: "200",
         PAYLOAD_BYTES: "512",
+        ID_PREFIX: topic,
       }).done;
       expect(produced.code, produced.stderr).toBe(0);
+      const ids = Array.from({ length: 200 }, (_, n) => `${topic}-${n}`);
       const consumers: [Runtime, string][] = [
         ["deno", "consumer-solved.ts"],
         ["bun", "consumer-fast.ts"],
         ["node", "consumer-backpressure.ts"],
       ];
       for (const [runtime, script] of consumers) {
+        await fetch(`${base}/reset`, { method: "POST" });
+        const groupId = `${topic}-${script}`;
         const result = await runCopy(runtime, script, {
           ...common,
           API_URL: apiUrl,
-          KAFKA_GROUP_ID: `${topic}-${script}`,
+          KAFKA_GROUP_ID: groupId,
         }).done;
         expect(result.code, `${script} on ${runtime}: ${result.stderr}`).toBe(0);
-        expect(result.summary?.processed, script).toBe(200);
+        expect(result.summary?.processed, script).toBe(200); // its own word, beside
+        if (script === "consumer-fast.ts") continue; // it calls no API
+        // What the API answered 201: each id exactly once.
+        expect((await answered()).sort(), script).toEqual([...ids].sort());
+        if (script === "consumer-solved.ts") {
+          expect(await committedOffsets(brokers, groupId, topic)).toEqual(
+            await endOffsets(brokers, topic),
+          );
+        }
       }
     } finally {
       api.child.kill("SIGTERM");

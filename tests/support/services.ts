@@ -10,6 +10,8 @@ export interface ApiStats {
   succeeded: number;
   failed: number;
   hung: number;
+  /** the caller had gone before the answer (so it is not a success) */
+  abandoned: number;
   rejected: number;
   invalid: number;
   inFlight: number;
@@ -22,6 +24,7 @@ export interface ApiStats {
   /** side effects for an id that already had one */
   repeatedSideEffects: number;
   distinctIds: number;
+  distinctSucceeded: number;
 }
 
 export interface MockApi {
@@ -30,8 +33,9 @@ export interface MockApi {
   /** the server process, e.g. to freeze it with SIGSTOP */
   pid: number;
   stats(): Promise<ApiStats>;
+  /** ids received, answered or not: not evidence of delivery */
   ids(): Promise<string[]>;
-  /** ids in the order the API answered them 201 */
+  /** ids in the order the API answered them 201: the evidence of delivery */
   succeeded(): Promise<string[]>;
   reset(): Promise<void>;
   stop(): Promise<void>;
