@@ -106,6 +106,7 @@ async function main() {
       : undefined;
     if (cgroup) cleanups.push(() => cgroup.remove());
     let lastProcessed = 0;
+    const solved = script === "consumer-solved.ts";
     try {
       const run = await runScript(runtime, script, {
         env: {
@@ -115,11 +116,18 @@ async function main() {
           API_URL: apiUrl,
           STOP_AT_END: "true",
           STATUS_FORMAT: tty ? "json" : "text",
-          // Under a cgroup the kernel is the judge; without one, the script's own check.
-          MEMORY_LIMIT_MB: cgroup ? "0" : String(limitMb),
-          // Node reads a cgroup's limit and sizes its heap; Deno never does, and neither
-          // sees the scripts' own ceiling: tell V8 what a pod would.
-          ...(cgroup && runtime === "node" ? {} : podHeapEnv(runtime, limitMb)),
+          // The solved consumer runs on its defaults: in a cgroup it takes the limit as
+          // its budget, elsewhere it is told. The unbounded one, which has no budget,
+          // gets the kernel as its judge, or its own check, with the heap a pod would
+          // give V8 (Node reads a cgroup's limit; Deno never does).
+          ...(solved
+            ? cgroup
+              ? {}
+              : { MEMORY_LIMIT_MB: String(limitMb) }
+            : {
+                MEMORY_LIMIT_MB: cgroup ? "0" : String(limitMb),
+                ...(cgroup && runtime === "node" ? {} : podHeapEnv(runtime, limitMb)),
+              }),
         },
         wrap: cgroup?.wrap,
         onLine: (line, stream) => {
