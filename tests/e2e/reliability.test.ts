@@ -7,7 +7,7 @@
 // API answered 201, the DLQ topic and the broker's commits (support/evidence.ts).
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
-import { afterEach, describe, expect, inject, it } from "vitest";
+import { describe, expect, inject, it } from "vitest";
 import { freePort, startJvmBroker, stopJvmBroker } from "../../scripts/kafka-jvm.ts";
 import type { Runtime } from "../../scripts/runtimes.ts";
 import type { RunResult } from "../support/child.ts";
@@ -27,41 +27,14 @@ import {
   type StoredMessage,
   uniqueName,
 } from "../support/kafka.ts";
-import {
-  type Backlog,
-  consumerEnv,
-  type MockApi,
-  produce,
-  startMockApi,
-} from "../support/services.ts";
-import { type SolvedRun, startSolved, statusesOf } from "../support/solved.ts";
+import { type Backlog, consumerEnv, type MockApi, produce } from "../support/services.ts";
+import { expectExit, statusesOf, stoppedAfterEach, within } from "../support/solved.ts";
 
 const brokers = inject("kafkaBrokers");
 
-// What a case started is stopped after it, whatever happened: consumers first (a
-// failed wait can leave one running), then mock APIs.
-const consumers: SolvedRun[] = [];
-const apis: MockApi[] = [];
-afterEach(async () => {
-  for (const run of consumers.splice(0)) {
-    if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
-    await run.done;
-  }
-  await Promise.all(apis.splice(0).map((api) => api.stop()));
-});
-
-async function mockApi(env: Record<string, string>): Promise<MockApi> {
-  const api = await startMockApi({ LATENCY_MS: "30", JITTER_MS: "20", ...env });
-  apis.push(api);
-  return api;
-}
-
-/** Starts consumer-solved.ts (JSON status lines), to be stopped after the case. */
-function solved(runtime: Runtime, env: Record<string, string>): SolvedRun {
-  const run = startSolved(runtime, env);
-  consumers.push(run);
-  return run;
-}
+const { solved, mockApi: startApi } = stoppedAfterEach();
+const mockApi = (env: Record<string, string>) =>
+  startApi({ LATENCY_MS: "30", JITTER_MS: "20", ...env });
 
 /** Runs consumer-solved.ts to its exit, within a bound. */
 async function runSolved(
@@ -70,19 +43,6 @@ async function runSolved(
   timeoutMs = 150_000,
 ): Promise<RunResult> {
   return await within(solved(runtime, env).done, timeoutMs, `consumer-solved.ts on ${runtime}`);
-}
-
-/** Bounds a wait, so a case fails with a reason instead of hanging. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Polls `check` until it holds, or fails after `ms` with what `explain` says. */
@@ -160,10 +120,6 @@ async function expectRedeliveryBounded(
   const twice = answeredTwice(counts);
   for (const id of twice) expect(mayRepeat.has(id), `${id} answered twice`).toBe(true);
   return { bound: mayRepeat.size, duplicates: twice.length };
-}
-
-function expectExit(run: RunResult, code: number) {
-  expect(run.code, `${run.stderr.slice(-3_000)}\n${run.stdout.slice(-1_000)}`).toBe(code);
 }
 
 function record(

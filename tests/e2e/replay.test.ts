@@ -3,9 +3,7 @@
 // whoever owns the partition next skips them. A real broker, the mock API and the
 // consumer as real processes; the duplicates are what the API saw twice, the side
 // effects what it did, the commits what the broker holds.
-import { afterEach, describe, expect, inject, it } from "vitest";
-import type { Runtime } from "../../scripts/runtimes.ts";
-import type { RunResult } from "../support/child.ts";
+import { describe, expect, inject, it } from "vitest";
 import { recordFigure } from "../support/figures.ts";
 import {
   committedOffsets,
@@ -15,49 +13,18 @@ import {
   readTopic,
   uniqueName,
 } from "../support/kafka.ts";
+import { type ApiStats, consumerEnv, type MockApi, produce, total } from "../support/services.ts";
 import {
-  type ApiStats,
-  consumerEnv,
-  type MockApi,
-  produce,
-  startMockApi,
-  total,
-} from "../support/services.ts";
-import { type SolvedRun, type SolvedStatus, startSolved } from "../support/solved.ts";
+  expectExit,
+  type SolvedRun,
+  type SolvedStatus,
+  stoppedAfterEach,
+  within,
+} from "../support/solved.ts";
 
 const brokers = inject("kafkaBrokers");
 
-const consumers: SolvedRun[] = [];
-const apis: MockApi[] = [];
-afterEach(async () => {
-  for (const run of consumers.splice(0)) {
-    if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
-    await run.done;
-  }
-  await Promise.all(apis.splice(0).map((api) => api.stop()));
-});
-
-function solved(runtime: Runtime, env: Record<string, string>): SolvedRun {
-  const run = startSolved(runtime, env);
-  consumers.push(run);
-  return run;
-}
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function expectExit(run: RunResult, code: number) {
-  expect(run.code, `${run.stderr.slice(-3_000)}\n${run.stdout.slice(-1_000)}`).toBe(code);
-}
+const { solved, mockApi } = stoppedAfterEach();
 
 function committedCount(offsets: Record<number, string>): number {
   return Object.values(offsets).reduce((sum, offset) => sum + Math.max(0, Number(offset)), 0);
@@ -196,8 +163,7 @@ function revocations(statuses: SolvedStatus[]): number[] {
  */
 async function groupCase(commitMetadata: boolean) {
   const label = commitMetadata ? "on" : "off";
-  const api = await startMockApi({ LATENCY_MS: "500", JITTER_MS: "50" });
-  apis.push(api);
+  const api = await mockApi({ LATENCY_MS: "500", JITTER_MS: "50" });
   const backlog = await produce(brokers, uniqueName(`group-${label}`), {
     messages: 6_000,
     partitions: 12,
@@ -259,13 +225,12 @@ async function groupCase(commitMetadata: boolean) {
 
 describe("consumer-solved.ts redoes only unfinished work after a crash", () => {
   it("bun: 2% of calls at 8 s, SIGKILL, restart: duplicates within in flight + one commit interval with COMMIT_METADATA, far more without; side effects once", async () => {
-    const api = await startMockApi({
+    const api = await mockApi({
       LATENCY_MS: "100",
       JITTER_MS: "20",
       HANG_RATE: "0.02",
       HANG_MS: "8000",
     });
-    apis.push(api);
     const on = await stragglers(api, true);
     const off = await stragglers(api, false);
     console.log(
@@ -291,13 +256,12 @@ describe("consumer-solved.ts redoes only unfinished work after a crash", () => {
   }, 420_000);
 
   it("node: a clean handover, a second instance joining mid-run: duplicates within what was in flight at the revocation plus one commit interval; nothing lost, side effects once", async () => {
-    const api = await startMockApi({
+    const api = await mockApi({
       LATENCY_MS: "100",
       JITTER_MS: "20",
       HANG_RATE: "0.02",
       HANG_MS: "4000",
     });
-    apis.push(api);
     const backlog = await produce(brokers, uniqueName("handover"), {
       messages: 3_000,
       partitions: 6,
@@ -355,8 +319,7 @@ describe("consumer-solved.ts redoes only unfinished work after a crash", () => {
   });
 
   it("node: commit metadata written by another tool, another version or malformed near the size limit is ignored with a warning; nothing is lost", async () => {
-    const api = await startMockApi({ LATENCY_MS: "20", JITTER_MS: "10" });
-    apis.push(api);
+    const api = await mockApi({ LATENCY_MS: "20", JITTER_MS: "10" });
     const backlog = await produce(brokers, uniqueName("foreign-metadata"), { messages: 600 });
     const groupId = `${backlog.topic}-solved`;
     const foreign = [

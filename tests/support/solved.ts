@@ -1,7 +1,9 @@
 // consumer-solved.ts as a child process watched through its JSON status lines: wait for
 // a condition on them (processed so far, queue full, …) and keep them for assertions.
+import { afterEach, expect } from "vitest";
 import type { Runtime } from "../../scripts/runtimes.ts";
 import { type RunningScript, type RunResult, startScript } from "./child.ts";
+import { type MockApi, startMockApi } from "./services.ts";
 
 /** One status line of consumer-solved.ts (STATUS_FORMAT=json). */
 export interface SolvedStatus {
@@ -107,4 +109,51 @@ export function startSolved(runtime: Runtime, env: Record<string, string>): Solv
       });
     });
   return { ...run, statuses, waitForStatus };
+}
+
+/**
+ * The consumers and mock APIs a test file starts, stopped after each case whatever
+ * happened: consumers first (a failed wait can leave one running), then the APIs.
+ */
+export function stoppedAfterEach() {
+  const consumers: SolvedRun[] = [];
+  const apis: MockApi[] = [];
+  afterEach(async () => {
+    for (const run of consumers.splice(0)) {
+      if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
+      await run.done;
+    }
+    await Promise.all(apis.splice(0).map((api) => api.stop()));
+  });
+  return {
+    /** Starts consumer-solved.ts (JSON status lines), to be stopped after the case. */
+    solved(runtime: Runtime, env: Record<string, string>): SolvedRun {
+      const run = startSolved(runtime, env);
+      consumers.push(run);
+      return run;
+    },
+    /** Starts mock-api.ts with `env`, to be stopped after the case. */
+    async mockApi(env: Record<string, string>): Promise<MockApi> {
+      const api = await startMockApi(env);
+      apis.push(api);
+      return api;
+    },
+  };
+}
+
+/** Bounds a wait, so a case fails with a reason instead of hanging. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function expectExit(run: RunResult, code: number) {
+  expect(run.code, `${run.stderr.slice(-3_000)}\n${run.stdout.slice(-1_000)}`).toBe(code);
 }
