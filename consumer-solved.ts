@@ -178,9 +178,9 @@ async function main() {
 
   const stats = newStats();
   const memory = watchMemory(settings.MEMORY_LIMIT_MB);
-  // Memory: past half the budget, ask for collections; past 70% after one, pause.
+  // Memory: past half the budget, ask for collections; past 70% after one, hold less.
   const collect = garbageCollector();
-  const guard = new MemoryGuard(settings.MEMORY_LIMIT_MB, readRssMb, collect);
+  const guard = new MemoryGuard(settings.MEMORY_LIMIT_MB, residentMb, collect);
   const guardTimer = setInterval(() => {
     const before = guard.pressure;
     if (guard.check() !== before) applyFlow();
@@ -820,7 +820,10 @@ export interface Load extends Limits {
 /**
  * Pause/resume with hysteresis: pause when any measure reaches its high mark; resume
  * only when every measure is back at its low mark (high × lowRatio). Resuming at a low
- * mark rather than at empty keeps work queued while Kafka's resume takes effect.
+ * mark rather than at empty keeps work queued while Kafka's resume takes effect. Under
+ * memory pressure the byte cap shrinks to a quarter: less is held while the collector
+ * catches up, but enough to keep calls going, so pressure slows the consumer without
+ * stopping it.
  */
 export class Watermarks {
   paused = false;
@@ -849,7 +852,7 @@ export class Watermarks {
         load.bytes >= high.bytes ||
         load.bytes + nextBytes > high.bytes ||
         load.uncommitted >= high.uncommitted ||
-        (load.memoryPressure && load.bytes > 0) // holding nothing, a pause cannot help
+        (load.memoryPressure && load.bytes >= high.bytes / 4)
       ) {
         this.paused = true;
         return "pause";
@@ -858,7 +861,7 @@ export class Watermarks {
       load.messages <= low.messages &&
       load.bytes <= low.bytes &&
       load.uncommitted <= low.uncommitted &&
-      (!load.memoryPressure || load.bytes === 0)
+      (!load.memoryPressure || load.bytes <= low.bytes / 4)
     ) {
       this.paused = false;
       return "resume";
@@ -880,11 +883,11 @@ export class Watermarks {
  * Keeps the process under its memory budget. Each message is copied several times on
  * its way to the API (socket chunks, the fetch response, a string, the parsed object,
  * the request body), and a collector that sees a heap far smaller than the machine runs
- * late, so garbage, not the messages held, is what fills a pod. So: once RSS passes
- * `collectAt` of the budget, ask for a full collection for every `collectEvery` of the
- * budget taken in (the garbage comes with the bytes); if RSS is still past `pauseAt`
- * after one, report pressure: fetching pauses, and while it lasts a collection runs at
- * most every `minGapMs` as the calls in flight finish.
+ * late, so garbage, not the messages held, is what fills a pod. So: once resident
+ * memory passes `collectAt` of the budget, ask for a full collection for
+ * every `collectEvery` of the budget taken in (the garbage comes with the bytes); if it
+ * is still past `pauseAt` after one, report pressure, which shrinks the byte cap (see
+ * Watermarks), and while it lasts collect at most every `minGapMs`.
  */
 export class MemoryGuard {
   pressure = false;
@@ -895,13 +898,13 @@ export class MemoryGuard {
   #bytesSinceCollection = 0;
   #bytesSinceCheck = 0;
   #lastCollection = Number.NEGATIVE_INFINITY;
-  readonly #readRssMb: () => number;
+  readonly #residentMb: () => number;
   readonly #collect: (() => void) | undefined;
   readonly #minGapMs: number;
 
   constructor(
     budgetMb: number,
-    readRssMb: () => number,
+    residentMb: () => number,
     collect: (() => void) | undefined,
     { collectAt = 0.5, pauseAt = 0.7, collectEvery = 1 / 16, minGapMs = 200 } = {},
   ) {
@@ -909,7 +912,7 @@ export class MemoryGuard {
     this.collectAtMb = off ? Number.POSITIVE_INFINITY : budgetMb * collectAt;
     this.pauseAtMb = off ? Number.POSITIVE_INFINITY : budgetMb * pauseAt;
     this.collectEveryBytes = Math.max(2 ** 20, budgetMb * 2 ** 20 * collectEvery);
-    this.#readRssMb = readRssMb;
+    this.#residentMb = residentMb;
     this.#collect = collect;
     this.#minGapMs = minGapMs;
   }
@@ -924,7 +927,7 @@ export class MemoryGuard {
   /** Samples RSS, collects if it is due, and returns whether there is pressure. */
   check(now = performance.now()): boolean {
     this.#bytesSinceCheck = 0;
-    let rssMb = this.#readRssMb();
+    let rssMb = this.#residentMb();
     const due =
       this.#bytesSinceCollection >= this.collectEveryBytes ||
       (this.pressure && now - this.#lastCollection >= this.#minGapMs);
@@ -933,7 +936,7 @@ export class MemoryGuard {
       this.#lastCollection = now;
       this.#bytesSinceCollection = 0;
       this.collections++;
-      rssMb = this.#readRssMb();
+      rssMb = this.#residentMb();
     }
     this.pressure = rssMb >= this.pauseAtMb;
     return this.pressure;
@@ -1578,7 +1581,12 @@ function fetchBytes(maxBufferedBytes: number): number {
   return Math.max(1_024, Math.min(10 * 2 ** 20, Math.floor(maxBufferedBytes / 4)));
 }
 
-function readRssMb(): number {
+/**
+ * Resident memory (RSS), in MB: what the scripts' own ceiling measures. It also counts
+ * the runtime's binary mapped from disk, which a cgroup may not charge: the guard errs
+ * on the safe side.
+ */
+function residentMb(): number {
   return process.memoryUsage.rss() / 2 ** 20;
 }
 

@@ -91,25 +91,29 @@ describe("Watermarks under memory pressure", () => {
   const high = { messages: 100, bytes: 10_000, uncommitted: 1_000 };
   const idle = { messages: 0, bytes: 0, uncommitted: 0 };
 
-  it("pauses under pressure while it holds messages", () => {
+  it("pauses under pressure once it holds a quarter of the byte cap", () => {
     const marks = new Watermarks(high, 0.5);
-    expect(marks.update({ ...idle, messages: 1, bytes: 10, memoryPressure: true })).toBe("pause");
+    const load = { ...idle, messages: 1, memoryPressure: true };
+    expect(marks.update({ ...load, bytes: 2_499 })).toBeUndefined();
+    expect(marks.update({ ...load, bytes: 2_500 })).toBe("pause");
   });
 
-  it("does not pause under pressure when it holds nothing: a pause could not help", () => {
+  it("never pauses under pressure while it holds less: calls keep going", () => {
     const marks = new Watermarks(high, 0.5);
     expect(marks.update({ ...idle, memoryPressure: true })).toBeUndefined();
+    expect(
+      marks.update({ ...idle, messages: 5, bytes: 100, memoryPressure: true }),
+    ).toBeUndefined();
   });
 
-  it("resumes only when the pressure is gone, or nothing is held", () => {
-    const marks = new Watermarks(high, 0.5);
+  it("resumes under pressure at a quarter of the low mark, without pressure at the low mark", () => {
+    const marks = new Watermarks(high, 0.5); // low: 5,000 bytes
     marks.update({ ...idle, messages: 100 });
-    expect(
-      marks.update({ ...idle, messages: 10, bytes: 10, memoryPressure: true }),
-    ).toBeUndefined();
-    expect(marks.update({ ...idle, memoryPressure: true })).toBe("resume");
+    const load = { ...idle, messages: 10, memoryPressure: true };
+    expect(marks.update({ ...load, bytes: 1_251 })).toBeUndefined();
+    expect(marks.update({ ...load, bytes: 1_250 })).toBe("resume");
     marks.update({ ...idle, messages: 100 });
-    expect(marks.update({ ...idle, messages: 10, bytes: 10, memoryPressure: false })).toBe(
+    expect(marks.update({ ...idle, messages: 10, bytes: 5_000, memoryPressure: false })).toBe(
       "resume",
     );
   });
