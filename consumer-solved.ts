@@ -10,8 +10,8 @@
  *     not only when it is empty, so the queue never runs dry while a resume takes effect;
  *   - the process's own memory is a watermark too: past half of MEMORY_LIMIT_MB (by
  *     default the container's limit) it asks the runtime to collect garbage, and past
- *     70% after a collection it pauses fetching; each message is copied out of the
- *     fetch response, and its bytes are posted as they came;
+ *     70% after a collection it holds a quarter of MAX_BUFFERED_BYTES at most; each
+ *     message is copied out of the fetch response, and its bytes are posted as they came;
  *   - an offset is committed only once it and every offset before it in its partition
  *     are processed (auto commit is off), so a crash never skips a message;
  *   - each commit lists in its metadata the offsets done above it (COMMIT_METADATA), and
