@@ -1,34 +1,17 @@
 /**
- * consumer-solved.ts: Kafka consumer back pressure, solved.
+ * consumer-solved.ts: Kafka consumer back pressure, solved: only bounded work gets in.
  *
- * The same job as consumer-backpressure.ts (one slow HTTP call per message), but only
- * a bounded amount of work is ever let into the process:
- *   - a queue that holds at most HIGH_WATERMARK messages, and at most MAX_BUFFERED_BYTES
- *     of messages taken in and not yet done, queued or in flight;
- *   - at most CONCURRENCY calls in flight, lowered while the API answers 429/503;
- *   - fetching from Kafka pauses when the queue is full and resumes at LOW_WATERMARK,
- *     not only when it is empty, so the queue never runs dry while a resume takes effect;
- *   - the process's own memory is a watermark too: past half of MEMORY_LIMIT_MB (by
- *     default the container's limit) it asks the runtime to collect garbage, and past
- *     70% after a collection it holds a quarter of MAX_BUFFERED_BYTES at most; each
- *     message is copied out of the fetch response, and its bytes are posted as they came;
- *   - an offset is committed only once it and every offset before it in its partition
- *     are processed (auto commit is off), so a crash never skips a message;
- *   - each commit lists in its metadata the offsets done above it (COMMIT_METADATA), and
- *     whoever owns the partition next skips them: after a crash only unfinished work is
- *     redone, and each call's Idempotency-Key lets the API answer that without redoing it;
- *   - failed calls are retried with backoff and then, like malformed messages, sent to
- *     a dead-letter topic with the reason, so nothing is dropped silently;
- *   - SIGINT/SIGTERM stop fetching, finish the queue within SHUTDOWN_TIMEOUT_MS,
- *     commit and exit 0.
+ * The job of consumer-backpressure.ts (one slow HTTP call per message), bounded: at most
+ * CONCURRENCY calls run; fetching pauses when the queue holds HIGH_WATERMARK messages
+ * (or MAX_BUFFERED_BYTES, or MAX_UNCOMMITTED, or memory runs short) and resumes at
+ * LOW_WATERMARK; an offset is committed only once every message before it is done, so a
+ * crash loses nothing. Failed calls are retried, then dead-lettered. Start mock-api.ts,
+ * fill the topic with producer.ts, then run this; SIGINT/SIGTERM finish, commit, exit 0.
  *
- *   bun run consumer-solved.ts   deno run -A consumer-solved.ts   node consumer-solved.ts
- *   CONCURRENCY=50 HIGH_WATERMARK=5000 bun run consumer-solved.ts     (settings: --help)
- *
- * Start mock-api.ts first and fill the topic with producer.ts. Every 500 ms it prints
- * a status line; at exit, one line of JSON with the summary. The core (watermarks,
- * offset tracking, the work queue, the adaptive limit) is exported for unit tests;
- * the consumer itself runs only when this file is the program.
+ * Run this one file alone (settings: --help):
+ *   bun:  bun run consumer-solved.ts
+ *   deno: deno add npm:kafkajs && deno run DENO_FLAGS consumer-solved.ts
+ *   node: npm i kafkajs && node consumer-solved.ts        (Node 22.18 or later)
  */
 
 import { Buffer } from "node:buffer";
@@ -36,346 +19,197 @@ import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import v8 from "node:v8";
 import vm from "node:vm";
-import { Kafka, type KafkaMessage, logLevel, Partitioners } from "kafkajs";
-import { z } from "zod";
+import {
+  type Consumer,
+  Kafka,
+  type KafkaMessage,
+  logLevel,
+  Partitioners,
+  type Producer,
+} from "kafkajs";
 
-// ---- Settings (environment variables; --help lists them) ----
-const settingsShape = {
-  KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),
-  KAFKA_TOPIC: text("CREATE_USER", "topic to consume"),
-  KAFKA_GROUP_ID: text("consumer-solved", "consumer group"),
-  API_URL: z
-    .url({ protocol: /^https?$/, error: "expected an http(s) URL" })
-    .default("http://127.0.0.1:3000/users")
-    .describe("where each message is POSTed (mock-api.ts)"),
-  CONCURRENCY: wholeNumber(
-    200,
-    1,
-    10_000,
-    "HTTP calls in flight at most (with a 1 s API: 200 msg/s)",
-  ),
-  HIGH_WATERMARK: wholeNumber(2_000, 1, 10_000_000, "queued messages at which fetching pauses"),
-  LOW_WATERMARK: wholeNumber(
-    1_000,
-    0,
-    10_000_000,
-    "queued messages at which fetching resumes (below HIGH_WATERMARK)",
-  ),
-  MAX_BUFFERED_BYTES: wholeNumber(
-    16 * 2 ** 20,
-    1,
-    2 ** 40,
-    "bytes of messages taken in and not yet done (queued or in flight) at which fetching pauses, whatever the count",
-  ),
-  MAX_UNCOMMITTED: wholeNumber(
-    10_000,
-    1,
-    100_000_000,
-    "messages taken but not yet committable (behind an unfinished one) at which fetching pauses: bounds redelivery after a crash",
-  ),
-  COMMIT_INTERVAL_MS: wholeNumber(
-    1_000,
-    10,
-    3_600_000,
-    "how often processed offsets are committed",
-  ),
-  COMMIT_METADATA: flag(
-    true,
-    "list in each commit's metadata the offsets done above it, and skip those the partition's previous owner listed: less redone after a crash or rebalance",
-  ),
-  FETCH_MAX_WAIT_MS: wholeNumber(
-    100,
-    1,
-    60_000,
-    "KafkaJS maxWaitTimeInMs: how long a fetch waits for data, and how long KafkaJS sleeps while paused, so how late a resume can take effect",
-  ),
-  REQUEST_TIMEOUT_MS: wholeNumber(
-    10_000,
-    1,
-    3_600_000,
-    "a call that has not answered by then counts as failed",
-  ),
-  MAX_RETRIES: wholeNumber(
-    5,
-    0,
-    1_000,
-    "retries of a failed call before the message is dead-lettered",
-  ),
-  RETRY_BASE_MS: wholeNumber(
-    200,
-    1,
-    3_600_000,
-    "first retry delay; doubles each retry, with jitter",
-  ),
-  RETRY_MAX_MS: wholeNumber(10_000, 1, 3_600_000, "longest retry delay, Retry-After included"),
-  API_UNREACHABLE_MS: wholeNumber(
-    15_000,
-    100,
-    3_600_000,
-    "exit 4 when the API has given no answer at all (refused, timed out) for this long",
-  ),
-  DLQ_TOPIC: z.string().trim().default("").describe("dead-letter topic (empty: <KAFKA_TOPIC>.dlq)"),
-  KEY_ORDERING: flag(false, "process messages with the same key one at a time, in offset order"),
-  SHUTDOWN_TIMEOUT_MS: wholeNumber(
-    10_000,
-    0,
-    3_600_000,
-    "on SIGINT/SIGTERM, time to finish queued work before abandoning it",
-  ),
-  FROM_BEGINNING: flag(true, "start at the oldest message when the group has no committed offset"),
-  STOP_AT_END: flag(
-    false,
-    "exit 0 once everything that was in the topic at start is processed and committed",
-  ),
-  MEMORY_LIMIT_MB: wholeNumber(
-    containerMemoryLimitMb() ?? 256,
-    0,
-    1_000_000,
-    "memory budget (default: the container's limit, else 256): garbage is collected and fetching paused as RSS nears it; exit 3 past it, as a pod is killed (0: off)",
-  ),
-  STATUS_INTERVAL_MS: wholeNumber(500, 50, 3_600_000, "how often to print the status line"),
-  STATUS_FORMAT: choice(
-    ["text", "json"],
-    "text",
-    "status lines as text for people or JSON for tools",
-  ),
-};
+const settings = readSettings(
+  {
+    KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),
+    KAFKA_TOPIC: text("CREATE_USER", "topic to consume"),
+    KAFKA_GROUP_ID: text("consumer-solved", "consumer group"),
+    API_URL: text("http://127.0.0.1:3000/users", "where messages go", /^https?:\/\/\S+$/, "a URL"),
+    CONCURRENCY: number(200, "HTTP calls in flight at most", 1, 10_000),
+    HIGH_WATERMARK: number(2_000, "queued messages at which fetching pauses", 1, 1e7),
+    LOW_WATERMARK: number(1e3, "queued to resume at (bytes, uncommitted: the same share)", 0, 1e7),
+    MAX_BUFFERED_BYTES: number(16 * 2 ** 20, "bytes held at which fetching pauses", 1, 2 ** 40),
+    MAX_UNCOMMITTED: number(10_000, "not yet committable at which fetching pauses", 1, 1e8),
+    COMMIT_INTERVAL_MS: number(1_000, "how often processed offsets are committed", 10, 36e5),
+    COMMIT_METADATA: flag(true, "list the offsets done above each commit, to skip after a crash"),
+    FETCH_MAX_WAIT_MS: number(100, "KafkaJS maxWaitTimeInMs: how late a resume can be", 1, 60_000),
+    REQUEST_TIMEOUT_MS: number(10_000, "a call not answered by then has failed", 1, 36e5),
+    MAX_RETRIES: number(5, "retries of a failed call before it is dead-lettered", 0, 1_000),
+    RETRY_BASE_MS: number(200, "first retry delay; doubles each retry, with jitter", 1, 36e5),
+    RETRY_MAX_MS: number(10_000, "longest retry delay, Retry-After included", 1, 36e5),
+    API_UNREACHABLE_MS: number(15_000, "exit 4 when the API is silent this long", 100, 36e5),
+    DLQ_TOPIC: text("", "dead-letter topic (empty: <KAFKA_TOPIC>.dlq)"),
+    KEY_ORDERING: flag(false, "one message per key at a time, in offset order"),
+    SHUTDOWN_TIMEOUT_MS: number(10_000, "on SIGINT/SIGTERM, time to finish the queue", 0, 36e5),
+    FROM_BEGINNING: flag(true, "start at the oldest message if the group has no offset"),
+    MEMORY_LIMIT_MB: number(
+      containerLimitMb() ?? 256,
+      "RSS budget; exit 3 past it (0: off)",
+      0,
+      1e6,
+    ),
+    STATUS_INTERVAL_MS: number(500, "how often to print the status line", 50, 36e5),
+    STATUS_FORMAT: text("text", "status lines as text or json", /^(text|json)$/, "text or json"),
+  },
+  "0 done or stopped, 1 Kafka failed, 2 bad setting, 3 memory limit exceeded, 4 API unreachable",
+);
+if (settings.LOW_WATERMARK >= settings.HIGH_WATERMARK) {
+  const raw = JSON.stringify(process.env.LOW_WATERMARK ?? String(settings.LOW_WATERMARK));
+  console.error(
+    `Bad setting LOW_WATERMARK=${raw}: must be below HIGH_WATERMARK (${settings.HIGH_WATERMARK})`,
+  );
+  console.error("Run with --help to see every setting.");
+  process.exit(2);
+}
+const topic = settings.KAFKA_TOPIC;
+const dlqTopic = settings.DLQ_TOPIC || `${topic}.dlq`;
+const [EXIT_KAFKA, EXIT_MEMORY_LIMIT, EXIT_API_UNREACHABLE] = [1, 3, 4];
 
-type Settings = z.infer<z.ZodObject<typeof settingsShape>>;
-
-const checkSettings = (s: Settings): [keyof Settings, string] | undefined =>
-  s.LOW_WATERMARK >= s.HIGH_WATERMARK
-    ? ["LOW_WATERMARK", `must be below HIGH_WATERMARK (${s.HIGH_WATERMARK})`]
-    : undefined;
-
-const EXIT_MEMORY_LIMIT = 3; // the same code in every consumer: "killed" at the memory ceiling
-const EXIT_API_UNREACHABLE = 4;
-
-// ---- Main flow ----
 async function main() {
-  const settings = loadSettings(settingsShape, checkSettings);
-  const topic = settings.KAFKA_TOPIC;
-  const dlqTopic = settings.DLQ_TOPIC || `${topic}.dlq`;
+  // 1. Connect, with auto commit off: KafkaJS would commit messages that are only queued.
+  muteKafkaJsTimerWarning();
   const kafka = new Kafka({
     clientId: "consumer-solved",
     brokers: settings.KAFKA_BROKERS.split(","),
-    logLevel: logLevel.WARN,
+    logCreator: () => logKafka,
     connectionTimeout: 3_000,
     retry: { retries: 5, maxRetryTime: 5_000 },
   });
   const consumer = kafka.consumer({
     groupId: settings.KAFKA_GROUP_ID,
-    maxWaitTimeInMs: settings.FETCH_MAX_WAIT_MS,
-    // One fetch response is held whole in memory while its messages are handed over
-    // (KafkaJS's defaults: 10 MB, 1 MB per partition): keep it a slice of the byte cap.
-    // A bigger message still comes, alone: Kafka always returns at least one.
-    maxBytes: fetchBytes(settings.MAX_BUFFERED_BYTES),
-    maxBytesPerPartition: fetchBytes(settings.MAX_BUFFERED_BYTES),
+    maxWaitTimeInMs: settings.FETCH_MAX_WAIT_MS, // also how long KafkaJS sleeps while paused
+    // A fetch response is held whole while its messages are handed over: keep it small.
+    maxBytes: fetchBytes(),
+    maxBytesPerPartition: fetchBytes(),
   });
-  // The default partitioner, named so KafkaJS does not warn that its default changed in 2.0.
-  const dlqProducer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
-  const endAtStart = await connect(kafka, consumer, dlqProducer, settings, dlqTopic);
+  const dlq = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await connect(kafka, consumer, dlq);
 
+  // 2. Bound what is held: messages, bytes, uncommitted offsets and the process's memory.
+  //    Pause at the high watermark, resume at the low one, so the queue never runs dry.
   const stats = newStats();
-  const memory = watchMemory(settings.MEMORY_LIMIT_MB);
-  // Memory: past half the budget, ask for collections; past 70% after one, hold less.
-  const collect = garbageCollector();
-  const guard = new MemoryGuard(settings.MEMORY_LIMIT_MB, residentMb, collect);
-  const guardTimer = setInterval(() => {
-    const before = guard.pressure;
-    if (guard.check() !== before) applyFlow();
-  }, 50);
-  if (!collect) adviseOnHeap(settings.MEMORY_LIMIT_MB);
-  adviseOnBunConnections(settings.CONCURRENCY);
   const tracker = new OffsetTracker();
   const limit = new AdaptiveLimit(settings.CONCURRENCY);
   const api = new ApiHealth(settings.API_UNREACHABLE_MS);
-  const shutdown = new AbortController(); // aborts waits and calls once the deadline passes
+  const high = {
+    messages: settings.HIGH_WATERMARK,
+    bytes: settings.MAX_BUFFERED_BYTES,
+    uncommitted: settings.MAX_UNCOMMITTED,
+  };
+  const watermarks = new Watermarks(high, settings.LOW_WATERMARK / settings.HIGH_WATERMARK);
+  const collect = garbageCollector();
+  const guard = new MemoryGuard(settings.MEMORY_LIMIT_MB, residentMb, collect);
+  adviseOnMemory(collect !== undefined);
+  const shutdown = new AbortController(); // aborted once the shutdown deadline passes
   shutdown.signal.addEventListener("abort", () => abortOpenCalls(shutdown.signal.reason));
-  const watermarks = new Watermarks(
-    {
-      messages: settings.HIGH_WATERMARK,
-      bytes: settings.MAX_BUFFERED_BYTES,
-      uncommitted: settings.MAX_UNCOMMITTED,
-    },
-    settings.LOW_WATERMARK / settings.HIGH_WATERMARK,
-  );
   const queue = new WorkQueue<Job>({
     concurrency: () => limit.current,
     keyOrdering: settings.KEY_ORDERING,
     run: (job) => handle(job),
-    onSettled: (job) => {
-      applyFlow();
-      // STOP_AT_END: only a partition at its end can complete the set; check the set
-      // then, not after every message.
-      if (atEnd(job.partition)) checkEnd();
+    onSettled: () => applyFlow(),
+    onError: (error) => {
+      console.error("Handling a message failed, a bug:", error);
+      void stop(`handling a message failed: ${(error as Error).message}`, 1);
     },
   });
-  let assigned = new Set<number>(); // partitions this member owns now
-  let startAt: Map<number, number> | undefined; // STOP_AT_END: where each started
+  let assigned = new Set<number>(); // the partitions this member owns
   let stopping = false;
-
-  // 1. Admit: eachMessage only puts the message in the queue and returns, so KafkaJS
-  //    keeps heartbeating; the queue, not KafkaJS, decides how much work is open.
-  const admit = async (partition: number, message: KafkaMessage) => {
-    const loading = doneLoading.get(partition); // the previous owner's done offsets
-    if (loading) await loading;
-    if (assigned.has(partition) && tracker.skip(partition, Number(message.offset))) {
-      stats.skipped++; // done before a crash or handover: counts for the commit only
-      return;
-    }
-    const bytes = (message.value?.length ?? 0) + (message.key?.length ?? 0);
-    guard.taken(bytes); // may collect garbage, or call for a pause
-    // Rare: we pause as soon as the next message might not fit. But KafkaJS hands over
-    // the first message of each further batch of the same fetch before it looks at the
-    // pause, and a message can be bigger than the last: wait for room (paused, so
-    // KafkaJS fetches nothing meanwhile) rather than go over the cap.
-    while (!watermarks.hasRoom(load(), bytes)) {
-      applyFlow(bytes);
-      await queue.settled();
-    }
-    if (stopping || !assigned.has(partition)) return; // revoked while waiting
-    const offset = Number(message.offset);
-    const epoch = tracker.track(partition, offset);
-    if (epoch === undefined) {
-      stats.redelivered++; // already queued, in flight or done: KafkaJS re-fetched it
-      return;
-    }
-    queue.push({
-      partition,
-      offset,
-      epoch,
-      key: message.key?.toString() ?? null,
-      bytes,
-      message: detach(message),
-    });
-    stats.peakQueued = Math.max(stats.peakQueued, queue.queued);
-    stats.peakBufferedBytes = Math.max(stats.peakBufferedBytes, queue.bytes);
-    applyFlow(bytes);
-  };
-
-  // 2. Process: at most `limit.current` calls run; each ends processed or dead-lettered.
-  const processing: ProcessContext = {
-    settings,
-    limit,
-    api,
-    stats,
-    signal: shutdown.signal,
-    // A call waiting to be retried gives its slot to the next message meanwhile.
-    waitToRetry: (ms) => queue.withoutSlot(sleep(ms, shutdown.signal)),
-  };
-  const handle = async (job: Job) => {
-    if (shutdown.signal.aborted) throw shutdown.signal.reason; // past the shutdown deadline
-    if (rebalanced) await rebalanced.done; // no new call while the group rebalances
-    if (!assigned.has(job.partition)) {
-      stats.droppedOnRevoke++; // lost meanwhile: its next owner does it
-      return;
-    }
-    const outcome = await processMessage(job, processing);
-    if (outcome.deadLetter) {
-      await deadLetter(
-        dlqProducer,
-        dlqTopic,
-        topic,
-        settings.KAFKA_GROUP_ID,
-        job,
-        outcome.deadLetter,
-        shutdown.signal,
-      );
-      stats.deadLettered++;
-      if (outcome.malformed) stats.malformed++;
-    } else {
-      stats.processed++;
-    }
-    tracker.complete(job.partition, job.offset, job.epoch);
-  };
-
-  // 3. Pause at the high watermark, resume at the low one (hysteresis).
   const load = (): Load => ({
     messages: queue.queued,
     bytes: queue.bytes,
     uncommitted: tracker.uncommitted,
     memoryPressure: guard.pressure,
   });
-  /** `nextBytes`: the size the next message is likely to have (the last one's). */
   const applyFlow = (nextBytes = 0) => {
     if (stopping) return;
     const change = watermarks.update(load(), nextBytes);
-    if (change === "pause") {
-      consumer.pause([{ topic }]);
-      stats.pauses++;
-    } else if (change === "resume") {
-      consumer.resume([{ topic }]);
+    if (change === "pause") stats.pauses++;
+    if (change) consumer[change]([{ topic }]);
+  };
+
+  // 3. Admit: eachMessage only queues the message and returns, so KafkaJS keeps
+  //    heartbeating; the queue, not KafkaJS, decides how much work is open.
+  const loading = new Map<number, Promise<void>>(); // done offsets of a previous owner
+  const admit = async (partition: number, message: KafkaMessage) => {
+    await loading.get(partition);
+    const offset = Number(message.offset);
+    if (assigned.has(partition) && tracker.skip(partition, offset)) {
+      stats.skipped++; // done before a crash or handover: counts for the commit only
+      return;
+    }
+    const bytes = (message.value?.length ?? 0) + (message.key?.length ?? 0);
+    guard.taken(bytes); // may collect garbage, or call for holding less
+    // KafkaJS hands over the first message of each further batch of a fetch before it
+    // sees a pause, and it may be bigger than the last: wait for room, never overfill.
+    while (!watermarks.hasRoom(load(), bytes)) {
+      applyFlow(bytes);
+      await queue.settled();
+    }
+    if (stopping || !assigned.has(partition)) return; // revoked while waiting
+    const epoch = tracker.track(partition, offset);
+    if (epoch === undefined) {
+      stats.redelivered++; // already queued, in flight or done: KafkaJS fetched it again
+      return;
+    }
+    const key = message.key?.toString() ?? null;
+    queue.push({ partition, offset, epoch, key, bytes, message: detach(message) });
+    stats.peakQueued = Math.max(stats.peakQueued, queue.queued);
+    stats.peakBufferedBytes = Math.max(stats.peakBufferedBytes, queue.bytes);
+    applyFlow(bytes);
+  };
+
+  // 4. Process: at most `limit.current` calls run; each message ends processed or
+  //    dead-lettered. A call waiting to be retried gives its slot to the next meanwhile.
+  const gate = rebalanceGate();
+  const context = {
+    limit,
+    api,
+    stats,
+    signal: shutdown.signal,
+    waitToRetry: (ms: number) => queue.withoutSlot(sleep(ms, shutdown.signal)),
+  };
+  const handle = async (job: Job) => {
+    try {
+      if (shutdown.signal.aborted) return; // past the shutdown deadline: abandoned
+      await gate.passed(); // no new call while the group rebalances
+      if (!assigned.has(job.partition)) {
+        stats.droppedOnRevoke++; // lost meanwhile: its next owner does it
+        return;
+      }
+      const outcome = await processMessage(job, context);
+      if (outcome.deadLetter) {
+        await deadLetter(dlq, job, outcome.deadLetter, shutdown.signal);
+        stats.deadLettered++;
+        if (outcome.malformed) stats.malformed++;
+      } else {
+        stats.processed++;
+      }
+      tracker.complete(job.partition, job.offset, job.epoch);
+    } catch (error) {
+      if (!shutdown.signal.aborted) throw error; // a bug: the queue's onError says so
     }
   };
 
-  // 4. Commit, per partition, the offset after the longest processed prefix.
-  let committing: Promise<void> = Promise.resolve();
-  const commit = () => {
-    committing = committing.then(async () => {
-      const offsets = tracker
-        .committable(settings.COMMIT_METADATA)
-        .filter(({ partition }) => assigned.has(partition));
-      if (offsets.length === 0) return;
-      // The offsets done above each commit travel with it, when they fit the broker's limit.
-      const entries = offsets.map(({ partition, offset, done }) => {
-        const metadata = done ? encodeDone(offset, done) : null;
-        if (metadata === undefined) stats.metadataTooLarge++; // still correct, only more replay
-        return { topic, partition, offset: String(offset), metadata: metadata ?? null };
-      });
-      try {
-        const confirmedBefore = confirmedCommits;
-        await consumer.commitOffsets(entries).catch((error: { type?: string }) => {
-          // A broker with a lower offset.metadata.max.bytes: commit without the lists.
-          if (error.type !== "OFFSET_METADATA_TOO_LARGE") throw error;
-          stats.metadataTooLarge += entries.length;
-          return consumer.commitOffsets(entries.map((entry) => ({ ...entry, metadata: null })));
-        });
-        // KafkaJS resolves without committing while it is not running: the broker's answer counts.
-        if (confirmedCommits === confirmedBefore) return;
-        for (const { partition, version } of offsets) {
-          if (version !== undefined) tracker.markSent(partition, version);
-        }
-      } catch (error) {
-        // A rebalance or a broker restart: keep the offsets and try again next time.
-        stats.commitErrors++;
-        stats.lastCommitError = (error as Error).message;
-      }
-    });
-    return committing;
-  };
+  // 5. Commit, every COMMIT_INTERVAL_MS, the offset after each partition's longest
+  //    processed prefix, with the offsets done above it in the metadata.
+  const commit = committer(consumer, tracker, stats, () => assigned);
   const commitTimer = setInterval(commit, settings.COMMIT_INTERVAL_MS);
-  // Only the broker's answer counts: while KafkaJS restarts after a crash (a broker
-  // restart, say), commitOffsets resolves without committing anything.
-  let confirmedCommits = 0;
-  consumer.on(consumer.events.COMMIT_OFFSETS, ({ payload }) => {
-    confirmedCommits++;
-    for (const committed of payload.topics) {
-      if (committed.topic !== topic) continue;
-      for (const { partition, offset } of committed.partitions) {
-        tracker.markCommitted(partition, Number(offset));
-      }
-    }
-    checkEnd();
-  });
 
-  // 5. Rebalances: commit what is done while we still own it, then forget the
-  //    partitions we lost: their queued messages are dropped, never committed.
-  // While the group rebalances (KafkaJS stops fetching; a rebalance waits for every member,
-  // a dead one up to its session timeout), start no call: what finished then could not be
-  // committed for the partitions about to move, and their next owner would redo it.
-  let rebalanced: { done: Promise<void>; open: () => void } | undefined;
-  const openGate = () => {
-    rebalanced?.open();
-    rebalanced = undefined;
-  };
+  // 6. Rebalance: commit what is done while we own it; start no call until the group
+  //    is back; forget the partitions we lost (their queued messages are dropped, never
+  //    committed); read what the previous owner of each gained one listed as done.
   consumer.on(consumer.events.REBALANCING, () => {
     void commit();
-    if (rebalanced || stopping) return;
-    let open = () => {};
-    const done = new Promise<void>((resolve) => (open = resolve));
-    rebalanced = { done, open };
-    setTimeout(() => rebalanced?.done === done && openGate(), 60_000); // KafkaJS's rebalance timeout
+    if (!stopping) gate.close();
   });
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
     const now = new Set(payload.memberAssignment[topic] ?? []);
@@ -385,426 +219,133 @@ async function main() {
       tracker.revoke(partition);
     }
     const gained = [...now].filter((partition) => !assigned.has(partition));
-    if (settings.COMMIT_METADATA && gained.length > 0) loadDone(gained);
     assigned = now;
-    // KafkaJS forgets pauses when it restarts the consumer after a crash.
-    if (watermarks.paused) consumer.pause([{ topic }]);
-    if (endAtStart) {
-      startAt = undefined; // until the new partitions' starts are known, not caught up
-      findStarts(now);
+    if (settings.COMMIT_METADATA && gained.length > 0) {
+      const loaded = loadDone(kafka, gained, tracker, stats, () => assigned);
+      for (const partition of gained) loading.set(partition, loaded);
+      void loaded.then(() => {
+        for (const p of gained) if (loading.get(p) === loaded) loading.delete(p);
+      });
     }
-    void commit(); // what a rebalance refused, again in the new generation, for what we kept
-    openGate();
+    if (watermarks.paused) consumer.pause([{ topic }]); // KafkaJS forgets it on a restart
+    void commit(); // what a rebalance refused, again in the new generation
+    gate.open();
   });
-  // COMMIT_METADATA: before a gained partition's messages are admitted, read the offsets
-  // its previous owner listed as done above its commit, to skip them.
-  const doneLoading = new Map<number, Promise<void>>();
-  const loadDone = (partitions: number[]) => {
-    const loaded = readDone(kafka, settings.KAFKA_GROUP_ID, topic, partitions).then(
-      (found) => {
-        for (const [partition, decoded] of found) {
-          if (!assigned.has(partition)) continue;
-          if (decoded.kind === "done") tracker.preload(partition, decoded.runs);
-          if (decoded.kind === "ignored") {
-            stats.metadataIgnored++;
-            console.error(
-              `warning: ignoring the commit metadata of ${topic}/${partition} (${decoded.reason}); its messages after the committed offset are all processed`,
-            );
-          }
-        }
-      },
-      (error: Error) => {
-        console.error(
-          `warning: could not read the committed metadata (${error.message}); processing everything after the committed offsets`,
-        );
-      },
-    );
-    for (const partition of partitions) doneLoading.set(partition, loaded);
-    void loaded.then(() => {
-      for (const partition of partitions) {
-        if (doneLoading.get(partition) === loaded) doneLoading.delete(partition);
-      }
-    });
-  };
-  // STOP_AT_END: where each assigned partition started. Right after a (re)join the
-  // broker may still be away: try again rather than crash on the rejection.
-  const findStarts = (partitions: Set<number>) => {
-    startOffsets(kafka, settings.KAFKA_GROUP_ID, topic, settings.FROM_BEGINNING).then(
-      (starts) => {
-        if (partitions !== assigned) return; // a later join has its own
-        startAt = new Map([...partitions].map((p) => [p, starts.get(p) ?? 0]));
-        checkEnd();
-      },
-      (error: Error) => {
-        console.error(`reading the start offsets failed (${error.message}); trying again`);
-        setTimeout(() => partitions === assigned && !stopping && findStarts(partitions), 1_000);
-      },
-    );
-  };
   consumer.on(consumer.events.CRASH, ({ payload }) => {
     if (!payload.restart) void stop(`Kafka consumer crashed: ${payload.error.message}`, 1);
   });
 
-  // STOP_AT_END: done when every assigned partition is processed and committed up to
-  // where the topic ended when we started. Processed there: commit now, not at the next
-  // tick; committed there (the broker said so): stop.
-  const reached = (offsetOf: (partition: number) => number | undefined) =>
-    endAtStart !== undefined &&
-    startAt !== undefined &&
-    [...startAt].every(
-      ([partition, start]) =>
-        Math.max(start, offsetOf(partition) ?? 0) >= (endAtStart.get(partition) ?? 0),
-    );
-  const atEnd = (partition: number) =>
-    endAtStart !== undefined &&
-    (tracker.position(partition) ?? 0) >= (endAtStart.get(partition) ?? 0);
-  const checkEnd = () => {
-    if (stopping) return;
-    if (reached((partition) => tracker.committed(partition))) {
-      void stop("caught up with the end of the topic", 0);
-    } else if (reached((partition) => tracker.position(partition))) {
-      void commit();
-    }
-  };
-
-  // Status every STATUS_INTERVAL_MS; the memory ceiling and the API watchdog.
-  const status = () => ({
-    type: "status",
-    ...stats.rates(),
-    queued: queue.queued,
-    bufferedMb: round(queue.bytes / 2 ** 20, 1),
-    inFlight: queue.inFlight,
-    limit: limit.current,
-    paused: watermarks.paused,
-    partitions: [...assigned].sort((a, b) => a - b), // this member's share of the group
-    uncommitted: tracker.uncommitted,
-    awaitingCommit: tracker.awaitingCommit,
-    skipped: stats.skipped,
-    metadataTooLarge: stats.metadataTooLarge,
-    deadLettered: stats.deadLettered,
-    malformed: stats.malformed,
-    retries: stats.retries,
-    throttled: stats.throttled,
-    collections: guard.collections,
-    memoryPressure: guard.pressure,
-    ...memory.figures(),
-  });
-  const printStatus = () => {
-    const s = status();
-    console.log(
-      settings.STATUS_FORMAT === "json"
-        ? JSON.stringify(s)
-        : `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s, ${s.msPerMessage ?? "-"} ms/msg) queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit} (${s.bufferedMb} MB) paused ${s.paused ? "yes" : "no"} uncommitted ${fmt(s.uncommitted)} (+${fmt(s.awaitingCommit)} awaiting commit) dlq ${s.deadLettered} (malformed ${s.malformed}) retries ${s.retries} throttled ${s.throttled}${s.skipped ? ` skipped ${fmt(s.skipped)}` : ""}${s.metadataTooLarge ? ` (done list too large ${s.metadataTooLarge}x)` : ""} | ${memory.describe()}`,
-    );
-  };
-  const statusTimer = setInterval(() => {
-    printStatus();
-    const silence = api.unreachableFor();
-    if (silence !== undefined) {
-      console.error(
-        `The API at ${settings.API_URL} has not answered for ${Math.round(silence / 1_000)} s (last error: ${api.lastError}). Giving up: what is processed gets committed, the rest will be redelivered.`,
-      );
-      // No grace period: the calls in flight go to an API that does not answer, and
-      // would only keep retrying until SHUTDOWN_TIMEOUT_MS.
-      void stop("API unreachable", EXIT_API_UNREACHABLE, 0);
-    }
-  }, settings.STATUS_INTERVAL_MS);
-  memory.onExceeded((figures) => {
-    console.log(
-      `MEMORY LIMIT EXCEEDED: rss ${figures.rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB (heap ${figures.heapMb} MB); exiting with code ${EXIT_MEMORY_LIMIT}, as a pod would be killed`,
-    );
-    exitNow("memory limit exceeded", EXIT_MEMORY_LIMIT);
-  });
+  // 7. Stop on SIGINT/SIGTERM: fetch no more, finish the queue within
+  //    SHUTDOWN_TIMEOUT_MS (then abandon the rest), commit, disconnect, exit 0.
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.once(signal, () => void stop(`stopped by ${signal}`, 0));
   }
-
-  await consumer.run({
-    autoCommit: false, // KafkaJS would commit messages that are only queued
-    eachMessage: async ({ partition, message }) => admit(partition, message),
-  });
-
-  // ---- Shutdown ----
-
-  /** Stop fetching, finish the queue within the deadline, commit, disconnect, exit. */
   async function stop(reason: string, exitCode: number, graceMs = settings.SHUTDOWN_TIMEOUT_MS) {
     if (stopping) return;
     stopping = true;
-    openGate();
+    gate.open();
     try {
       consumer.pause([{ topic }]);
     } catch {
       // not running yet: nothing to pause
     }
     const deadline = setTimeout(() => shutdown.abort(), graceMs);
-    const unfinishedBefore = queue.queued + queue.inFlight;
+    const openAtStop = queue.queued + queue.inFlight;
     await queue.drained();
     clearTimeout(deadline);
-    stats.abandoned = shutdown.signal.aborted ? tracker.uncommitted : 0;
+    stats.abandoned = tracker.unfinished; // not processed: the next owner does them
     clearInterval(commitTimer);
     await commit();
     await consumer.disconnect().catch(() => {});
-    await dlqProducer.disconnect().catch(() => {});
-    const notCommitted = tracker.awaitingCommit; // the last commit failed: say so
+    await dlq.disconnect().catch(() => {});
+    stats.notCommitted = tracker.awaitingCommit; // processed, but the last commit failed
+    const failed = stats.lastCommitError || "the broker did not confirm";
     console.error(
-      `${reason}: ${unfinishedBefore} messages were queued or in flight; ${stats.abandoned} left unfinished${notCommitted ? `; ${notCommitted} processed but not committed (${stats.lastCommitError || "the broker did not confirm"}), to be delivered again` : ""}`,
+      `${reason}: ${openAtStop} messages were queued or in flight; ${stats.abandoned} left unfinished${stats.notCommitted ? `; ${stats.notCommitted} processed but not committed (${failed}), to be delivered again` : ""}`,
     );
-    exitNow(reason, exitCode);
+    exit(reason, exitCode);
   }
 
-  function exitNow(exitReason: string, exitCode: number) {
-    clearInterval(statusTimer);
-    clearInterval(guardTimer);
-    memory.stop();
-    printStatus();
-    console.log(
-      JSON.stringify({
-        type: "summary",
-        script: "consumer-solved",
-        runtime: runtime(),
-        ...stats.rates(),
-        deadLettered: stats.deadLettered,
-        malformed: stats.malformed,
-        retries: stats.retries,
-        throttled: stats.throttled,
-        limit: limit.current, // the concurrency limit at the end, after AIMD
-        redelivered: stats.redelivered,
-        droppedOnRevoke: stats.droppedOnRevoke,
-        abandoned: stats.abandoned,
-        pauses: stats.pauses,
-        peakQueued: stats.peakQueued,
-        peakBufferedMb: round(stats.peakBufferedBytes / 2 ** 20, 1),
-        commitErrors: stats.commitErrors,
-        skipped: stats.skipped,
-        metadataTooLarge: stats.metadataTooLarge,
-        metadataIgnored: stats.metadataIgnored,
-        committed: Object.fromEntries(tracker.committedOffsets()),
-        collections: guard.collections, // asked of the runtime by the memory guard
-        peakRssMb: memory.peakRssMb(),
-        peakHeapMb: memory.peakHeapMb(),
-        memoryLimitMb: settings.MEMORY_LIMIT_MB,
-        memoryLimitExceeded: exitCode === EXIT_MEMORY_LIMIT,
-        exitReason,
-        exitCode,
-      }),
+  // Instrumentation: the status line, the memory ceiling, the API watchdog, the summary.
+  const parts = { stats, queue, tracker, limit, watermarks, guard, assigned: () => assigned };
+  const memory = watchMemory(settings.MEMORY_LIMIT_MB, (rssMb) =>
+    queueMicrotask(() => {
+      console.log(
+        `MEMORY LIMIT EXCEEDED: rss ${rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB; exiting with code ${EXIT_MEMORY_LIMIT}, as a pod would be killed`,
+      );
+      exit("memory limit exceeded", EXIT_MEMORY_LIMIT);
+    }),
+  );
+  const guardTimer = setInterval(() => {
+    const before = guard.pressure;
+    if (guard.check() !== before) applyFlow();
+  }, 50);
+  const statusTimer = setInterval(() => {
+    printStatus(statusOf(parts, memory.figures));
+    const silence = api.unreachableFor();
+    if (silence === undefined || stopping) return;
+    console.error(
+      `The API at ${settings.API_URL} has not answered for ${Math.round(silence / 1_000)} s (last error: ${api.lastError}). Giving up: what is processed gets committed, the rest will be redelivered.`,
     );
+    void stop("API unreachable", EXIT_API_UNREACHABLE, 0); // its calls would only retry
+  }, settings.STATUS_INTERVAL_MS);
+  function exit(reason: string, exitCode: number) {
+    for (const timer of [statusTimer, guardTimer]) clearInterval(timer);
+    memory.stop();
+    printStatus(statusOf(parts, memory.figures));
+    console.log(JSON.stringify(summaryOf(parts, memory.figures, reason, exitCode)));
     process.exit(exitCode);
   }
+
+  await consumer.run({
+    autoCommit: false,
+    eachMessage: ({ partition, message }) => admit(partition, message),
+  });
 }
 
-// ---- Processing one message ----
+// ---- 1. Connect ----
 
-interface Job {
-  partition: number;
-  offset: number;
-  epoch: number;
-  key: string | null;
-  bytes: number;
-  message: KafkaMessage;
-}
-
-interface Outcome {
-  deadLetter?: { reason: string; attempts: number };
-  malformed?: boolean;
-}
-
-interface ProcessContext {
-  settings: Settings;
-  limit: AdaptiveLimit;
-  api: ApiHealth;
-  stats: Stats;
-  signal: AbortSignal;
-  /** waits `ms` before the next attempt, without holding a concurrency slot */
-  waitToRetry: (ms: number) => Promise<void>;
-}
-
-/**
- * Validates the message and POSTs it until the API takes it. 429/503 and refused
- * connections are the API asking us to slow down (or being down): wait and retry,
- * without using up retries. 5xx, 408 and timeouts use up retries, then dead-letter. Other 4xx mean
- * this message will never be accepted: dead-letter at once.
- */
-async function processMessage(job: Job, context: ProcessContext): Promise<Outcome> {
-  const { settings, limit, api, stats, signal, waitToRetry } = context;
-  const parsed = parseEvent(job.message.value);
-  if ("problem" in parsed)
-    return { deadLetter: { reason: parsed.problem, attempts: 0 }, malformed: true };
-  // Post the bytes we were given, checked, rather than a re-serialised copy of them.
-  const body = job.message.value as Buffer<ArrayBuffer>;
-
-  for (let attempt = 1, failures = 0; ; attempt++) {
-    const startedAt = performance.now();
-    const key = `${settings.KAFKA_TOPIC}/${job.partition}/${job.offset}`; // the same on redelivery
-    const answer = await callApi(settings.API_URL, body, settings.REQUEST_TIMEOUT_MS, signal, key);
-    api.record(answer);
-    if (answer.kind === "ok") {
-      limit.onSuccess();
-      return {};
-    }
-    if (answer.kind === "overloaded" || answer.kind === "unreachable") {
-      if (answer.kind === "overloaded") {
-        limit.onOverload(startedAt);
-        stats.throttled++;
-      }
-      const wait = throttledDelayMs(
-        attempt,
-        answer.retryAfterMs,
-        settings.RETRY_BASE_MS,
-        settings.RETRY_MAX_MS,
-      );
-      await waitToRetry(wait);
-      continue;
-    }
-    if (answer.kind === "rejected") {
-      return { deadLetter: { reason: answer.reason, attempts: attempt } };
-    }
-    failures++;
-    if (failures > settings.MAX_RETRIES) {
-      return {
-        deadLetter: { reason: `${answer.reason} (${failures} failed attempts)`, attempts: attempt },
-      };
-    }
-    stats.retries++;
-    await waitToRetry(backoffMs(failures, settings.RETRY_BASE_MS, settings.RETRY_MAX_MS));
-  }
-}
-
-type Answer =
-  | { kind: "ok" }
-  | { kind: "overloaded"; reason: string; retryAfterMs?: number } // 429, 503
-  | { kind: "failed"; reason: string } // 5xx, 408
-  | { kind: "timeout"; reason: string } // no answer within REQUEST_TIMEOUT_MS
-  | { kind: "rejected"; reason: string } // other 4xx: this message is the problem
-  | { kind: "unreachable"; reason: string; retryAfterMs?: undefined }; // no HTTP answer at all
-
-/** The calls in flight, each with its own controller: a shutdown aborts them all. */
-const openCalls = new Set<AbortController>();
-
-export function abortOpenCalls(reason: unknown) {
-  for (const call of openCalls) call.abort(reason);
-}
-
-export async function callApi(
-  url: string,
-  body: Uint8Array<ArrayBuffer>,
-  timeoutMs: number,
-  shutdown: AbortSignal,
-  idempotencyKey: string,
-): Promise<Answer> {
-  // One controller per call, cleaned up when the call ends: a timer left behind per
-  // call would pile up with the calls. Shutdown aborts the open ones (openCalls): one
-  // listener in all is cheaper than one added and removed per call.
-  if (shutdown.aborted) throw shutdown.reason;
-  const call = new AbortController();
-  const timer = setTimeout(
-    () => call.abort(new DOMException("timeout", "TimeoutError")),
-    timeoutMs,
-  );
-  openCalls.add(call);
-  let response: Response;
-  let text: string;
+/** Connects the consumer and the dead-letter producer, and subscribes; exit 1 if not. */
+async function connect(kafka: Kafka, consumer: Consumer, producer: Producer) {
+  const admin = kafka.admin();
   try {
-    response = await fetch(url, {
-      method: "POST",
-      // Lets the API answer a message it has already done without doing it twice.
-      headers: { "content-type": "application/json", "idempotency-key": idempotencyKey },
-      body,
-      signal: call.signal,
-    });
-    text = await response.text(); // the whole answer, within the same timeout
-  } catch (error) {
-    if (shutdown.aborted) throw error;
-    if (call.signal.aborted) return { kind: "timeout", reason: `no answer within ${timeoutMs} ms` };
-    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-    return {
-      kind: "unreachable",
-      reason: `${(error as Error).message}${cause ? ` (${cause.code ?? cause.message})` : ""}`,
-    };
-  } finally {
-    clearTimeout(timer);
-    openCalls.delete(call);
-  }
-  const status = response.status;
-  if (response.ok) return { kind: "ok" };
-  const reason = `HTTP ${status}${text ? `: ${text.slice(0, 200)}` : ""}`;
-  if (status === 429 || status === 503) {
-    return {
-      kind: "overloaded",
-      reason,
-      retryAfterMs: retryAfterMs(response.headers.get("retry-after")),
-    };
-  }
-  if (status >= 500 || status === 408) return { kind: "failed", reason };
-  return { kind: "rejected", reason };
-}
-
-interface UserEvent {
-  id: string;
-  email: string;
-  username: string;
-}
-
-/** The event in a message, or what is wrong with it. */
-export function parseEvent(value: Buffer | null): { event: UserEvent } | { problem: string } {
-  if (value === null) return { problem: "null value (a tombstone or an empty message)" };
-  let event: unknown;
-  try {
-    event = JSON.parse(value.toString("utf8"));
-  } catch (error) {
-    return { problem: `invalid JSON: ${(error as Error).message}` };
-  }
-  if (typeof event !== "object" || event === null || Array.isArray(event)) {
-    return { problem: "not a JSON object" };
-  }
-  const { id, email, username } = event as Record<string, unknown>;
-  if (typeof id === "string" && typeof email === "string" && typeof username === "string") {
-    return { event: event as UserEvent }; // checked without building a list: once per message
-  }
-  const missing = ["id", "email", "username"].filter(
-    (field) => typeof (event as Record<string, unknown>)[field] !== "string",
-  );
-  return { problem: `missing or non-string fields: ${missing.join(", ")}` };
-}
-
-/** Publishes the message to the dead-letter topic with why and where it came from. */
-async function deadLetter(
-  producer: ReturnType<Kafka["producer"]>,
-  dlqTopic: string,
-  sourceTopic: string,
-  groupId: string,
-  job: Job,
-  why: { reason: string; attempts: number },
-  signal: AbortSignal,
-) {
-  const headers = {
-    ...job.message.headers,
-    "dlq.reason": why.reason,
-    "dlq.source.topic": sourceTopic,
-    "dlq.source.partition": String(job.partition),
-    "dlq.source.offset": String(job.offset),
-    "dlq.attempts": String(why.attempts),
-    "dlq.consumer.group": groupId,
-    "dlq.failed.at": new Date().toISOString(),
-  };
-  // The offset counts as processed only once the dead letter is safely written.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await producer.send({
-        topic: dlqTopic,
-        acks: -1,
-        messages: [{ key: job.message.key, value: job.message.value, headers }],
+    await admin.connect();
+    await Promise.all([consumer.connect(), producer.connect()]);
+    // Create the dead-letter topic up front; where topics cannot be created, it must exist.
+    await admin
+      .createTopics({ topics: [{ topic: dlqTopic }], waitForLeaders: true })
+      .catch((error: Error) => {
+        console.error(`could not create ${dlqTopic} (${error.message}); it must exist already`);
       });
-      return;
-    } catch (error) {
-      console.error(
-        `dead-lettering ${sourceTopic}/${job.partition}@${job.offset} failed: ${(error as Error).message}`,
-      );
-      await sleep(backoffMs(Math.min(attempt, 10), 200, 10_000), signal);
-    }
+    await consumer.subscribe({ topics: [topic], fromBeginning: settings.FROM_BEGINNING });
+  } catch (error) {
+    console.error(connectFailure(error, settings.KAFKA_BROKERS, topic));
+    process.exit(EXIT_KAFKA);
+  } finally {
+    await admin.disconnect();
   }
 }
 
-// ---- The core: pure logic, exported and unit-tested without a broker ----
+/** What a failure to connect and subscribe means: no broker, no topic, no access, or else. */
+export function connectFailure(error: unknown, brokers: string, topic: string): string {
+  const chain: { name?: string; type?: string; message?: string; cause?: unknown }[] = [];
+  for (let e = error as (typeof chain)[number] | undefined; e && chain.length < 5; ) {
+    chain.push(e);
+    e = e.cause as (typeof chain)[number] | undefined;
+  }
+  const message = chain[0]?.message ?? String(error);
+  const found = (pattern: RegExp) => chain.some((e) => pattern.test(`${e.type} ${e.name}`));
+  if (found(/UNKNOWN_TOPIC_OR_PARTITION/)) {
+    return `Topic ${topic} does not exist at ${brokers} (producer.ts creates it): ${message}`;
+  }
+  if (found(/AUTHORIZATION_FAILED|SASL/)) return `Kafka at ${brokers} refused us: ${message}`;
+  if (found(/Connection|BrokerNotFound|NoBrokerAvailable/) || /ECONN|ENOTFOUND/.test(message)) {
+    return `Kafka is unreachable at ${brokers}: ${message}`;
+  }
+  return `Kafka at ${brokers} failed while we subscribed to ${topic}: ${message}`;
+}
+
+// ---- 2. Bound ----
 
 export interface Limits {
   messages: number;
@@ -818,12 +359,9 @@ export interface Load extends Limits {
 }
 
 /**
- * Pause/resume with hysteresis: pause when any measure reaches its high mark; resume
- * only when every measure is back at its low mark (high × lowRatio). Resuming at a low
- * mark rather than at empty keeps work queued while Kafka's resume takes effect. Under
- * memory pressure the byte cap shrinks to a quarter: less is held while the collector
- * catches up, but enough to keep calls going, so pressure slows the consumer without
- * stopping it.
+ * Pause when any measure reaches its high mark; resume only when every one is back at
+ * its low mark (high × lowRatio), so work stays queued while the resume takes effect.
+ * Under memory pressure the byte cap shrinks to a quarter: slower, never stopped.
  */
 export class Watermarks {
   paused = false;
@@ -832,25 +370,22 @@ export class Watermarks {
 
   constructor(high: Limits, lowRatio: number) {
     this.high = high;
+    const low = (n: number) => Math.floor(n * lowRatio);
     this.low = {
-      messages: Math.floor(high.messages * lowRatio),
-      bytes: Math.floor(high.bytes * lowRatio),
-      uncommitted: Math.floor(high.uncommitted * lowRatio),
+      messages: low(high.messages),
+      bytes: low(high.bytes),
+      uncommitted: low(high.uncommitted),
     };
   }
 
-  /**
-   * The change the load calls for, if any. `nextBytes` is the expected size of the next
-   * message: pause already when it would not fit under the byte cap, so the cap is
-   * kept by pausing rather than by holding KafkaJS up in eachMessage.
-   */
+  /** The change the load calls for; `nextBytes`: pause already if a message that big won't fit. */
   update(load: Load, nextBytes = 0): "pause" | "resume" | undefined {
     const { high, low } = this;
     if (!this.paused) {
       if (
         load.messages >= high.messages ||
-        load.bytes >= high.bytes ||
         load.bytes + nextBytes > high.bytes ||
+        load.bytes >= high.bytes ||
         load.uncommitted >= high.uncommitted ||
         (load.memoryPressure && load.bytes >= high.bytes / 4)
       ) {
@@ -869,10 +404,7 @@ export class Watermarks {
     return undefined;
   }
 
-  /**
-   * Whether one more message of `bytes` fits under the caps. A message bigger than the
-   * byte cap still gets in when nothing else is held, or it could never be processed.
-   */
+  /** Whether one more message fits; one bigger than the byte cap gets in alone. */
   hasRoom(load: Load, bytes: number): boolean {
     if (load.messages >= this.high.messages) return false;
     return load.bytes === 0 || load.bytes + bytes <= this.high.bytes;
@@ -880,14 +412,12 @@ export class Watermarks {
 }
 
 /**
- * Keeps the process under its memory budget. Each message is copied several times on
- * its way to the API (socket chunks, the fetch response, a string, the parsed object,
- * the request body), and a collector that sees a heap far smaller than the machine runs
- * late, so garbage, not the messages held, is what fills a pod. So: once resident
- * memory passes `collectAt` of the budget, ask for a full collection for
- * every `collectEvery` of the budget taken in (the garbage comes with the bytes); if it
- * is still past `pauseAt` after one, report pressure, which shrinks the byte cap (see
- * Watermarks), and while it lasts collect at most every `minGapMs`.
+ * Keeps the process under its memory budget. A message is copied several times on its
+ * way to the API, and a collector that sees a heap far smaller than the machine runs
+ * late: garbage, not the messages held, fills a pod. So past `collectAt` of the budget,
+ * collect for every `collectEvery` of it taken in; if RSS is still past `pauseAt` after
+ * one, report pressure (Watermarks shrinks the byte cap), collecting at most every
+ * `minGapMs` while it lasts.
  */
 export class MemoryGuard {
   pressure = false;
@@ -943,34 +473,29 @@ export class MemoryGuard {
   }
 }
 
+// ---- 3. Admit ----
+
 interface PartitionOffsets {
   epoch: number;
-  /** offsets taken, in the order Kafka gave them (ascending), from `head` on */
-  taken: number[];
+  taken: number[]; // offsets taken, ascending, from `head` on
   head: number;
-  /** offsets finished but behind an unfinished one */
-  finished: Set<number>;
-  /** the first offset taken: where a crash before any commit would start again */
-  first: number;
-  /** the next offset to commit: everything below it is processed */
-  position: number | undefined;
-  committed: number | undefined;
-  /** bumped on each completion; `sentVersion`: the one whose done offsets were last committed */
-  version: number;
-  sentVersion: number;
+  finished: Set<number>; // finished, but behind an unfinished one
+  first: number; // the first offset taken: safe to commit before anything is done
+  position?: number; // the next offset to commit: all below are done
+  committed?: number;
+  version: number; // bumped on each completion
+  sentVersion: number; // the version whose done offsets were last committed
 }
 
 /**
  * Which offset may be committed per partition when messages finish out of order: the
- * lowest unfinished one (Kafka's committed offset means "everything before this is
- * done"). Each partition gets an epoch when first seen; completions carrying an older
- * epoch (from before a revoke) are ignored.
+ * lowest unfinished one. Each partition gets an epoch when first seen; completions
+ * carrying an older epoch (from before a revoke) are ignored.
  */
 export class OffsetTracker {
   #partitions = new Map<number, PartitionOffsets>();
   #nextEpoch = 1;
-  /** offsets the previous owner had done above its commit (from the commit metadata) */
-  #skips = new Map<number, OffsetRun[]>();
+  #skips = new Map<number, OffsetRun[]>(); // done by the previous owner above its commit
   /** taken and not yet committable, over all partitions */
   uncommitted = 0;
 
@@ -978,26 +503,20 @@ export class OffsetTracker {
   track(partition: number, offset: number): number | undefined {
     let state = this.#partitions.get(partition);
     if (!state) {
+      const epoch = this.#nextEpoch++;
       state = {
-        epoch: this.#nextEpoch++,
+        epoch,
         taken: [],
         head: 0,
         finished: new Set(),
         first: offset,
-        position: undefined,
-        committed: undefined,
         version: 0,
         sentVersion: 0,
       };
       this.#partitions.set(partition, state);
     }
-    const last = state.head < state.taken.length ? state.taken[state.taken.length - 1] : undefined;
-    if (
-      (last !== undefined && offset <= last) ||
-      (state.position !== undefined && offset < state.position)
-    ) {
-      return undefined;
-    }
+    const last = state.head < state.taken.length ? state.taken.at(-1) : undefined;
+    if ((last !== undefined && offset <= last) || offset < (state.position ?? -1)) return undefined;
     state.taken.push(offset);
     this.uncommitted++;
     return state.epoch;
@@ -1008,25 +527,13 @@ export class OffsetTracker {
     if (!state || state.epoch !== epoch) return;
     // Only an offset still held counts: a stray one parked in `finished` would mark that
     // offset done, unprocessed, the day Kafka hands it over.
-    const [head, last] = [state.taken[state.head], state.taken[state.taken.length - 1]];
+    const [head, last] = [state.taken[state.head], state.taken.at(-1)];
     if (head === undefined || last === undefined || offset < head || offset > last) return;
     state.version++;
-    if (offset === state.taken[state.head]) {
-      // The oldest unfinished one, the common case: no need to park it in the set.
-      state.position = offset + 1;
-      state.head++;
-      this.uncommitted--;
-    } else {
-      state.finished.add(offset);
-    }
+    state.finished.add(offset);
     // Advance over the finished prefix; compaction keeps `taken` from growing forever.
-    while (
-      state.head < state.taken.length &&
-      state.finished.has(state.taken[state.head] as number)
-    ) {
-      const done = state.taken[state.head] as number;
-      state.finished.delete(done);
-      state.position = done + 1;
+    for (let next = head; state.finished.delete(next); next = state.taken[state.head] ?? -1) {
+      state.position = next + 1;
       state.head++;
       this.uncommitted--;
     }
@@ -1037,23 +544,16 @@ export class OffsetTracker {
   }
 
   /**
-   * Offsets to commit now: partitions whose processed prefix moved past the last commit.
-   * `withDone`: also those where more finished behind an unfinished one, each with the
-   * offsets done at or above the one to commit (`done`, as runs) and the `version` to
-   * pass to `markSent` once committed.
+   * Offsets to commit: partitions whose processed prefix moved. `withDone`: also those
+   * where more finished behind an unfinished one, each with the offsets `done` at or
+   * above it (as runs) and the `version` to pass to `markSent` once committed.
    */
-  committable(withDone = false): {
-    partition: number;
-    offset: number;
-    done?: OffsetRun[];
-    version?: number;
-  }[] {
+  committable(withDone = false) {
     const result: { partition: number; offset: number; done?: OffsetRun[]; version?: number }[] =
       [];
     for (const [partition, state] of this.#partitions) {
       const moved = state.position !== undefined && state.position !== state.committed;
       if (withDone && (moved || state.version !== state.sentVersion)) {
-        // Nothing processed in order yet: the first offset taken is still safe to commit.
         const offset = state.position ?? state.first;
         const finished = toRuns([...state.finished].sort((a, b) => a - b));
         const skips = this.#skips.get(partition) ?? [];
@@ -1067,7 +567,6 @@ export class OffsetTracker {
     return result;
   }
 
-  /** The done offsets of `version` (from `committable(true)`) are committed. */
   markSent(partition: number, version: number): void {
     const state = this.#partitions.get(partition);
     if (state) state.sentVersion = version;
@@ -1079,15 +578,11 @@ export class OffsetTracker {
     else this.#skips.delete(partition);
   }
 
-  /**
-   * Whether the previous owner had done this offset. If so it is taken and completed at
-   * once: it counts for the contiguous commit without being processed again.
-   */
+  /** Whether the previous owner did this offset; if so, it is taken and done at once. */
   skip(partition: number, offset: number): boolean {
     const runs = this.#skips.get(partition);
     if (!runs) return false;
-    let low = 0;
-    let high = runs.length;
+    let [low, high] = [0, runs.length];
     while (low < high) {
       const middle = (low + high) >> 1;
       if ((runs[middle] as OffsetRun)[1] <= offset) low = middle + 1;
@@ -1101,10 +596,14 @@ export class OffsetTracker {
     return true;
   }
 
-  /**
-   * Processed, but behind the last commit: with `uncommitted`, what a crash now would
-   * deliver again. Counts offsets, so gaps (compacted topics) make it an over-estimate.
-   */
+  /** Taken and not processed (queued, in flight, or abandoned at shutdown). */
+  get unfinished(): number {
+    let count = this.uncommitted;
+    for (const state of this.#partitions.values()) count -= state.finished.size;
+    return count;
+  }
+
+  /** Processed but not yet committed: with `uncommitted`, what a crash would redeliver. */
   get awaitingCommit(): number {
     let count = 0;
     for (const state of this.#partitions.values()) {
@@ -1118,20 +617,18 @@ export class OffsetTracker {
     if (state) state.committed = offset;
   }
 
-  /** The next offset to commit in a partition: everything before it is processed. */
   position(partition: number): number | undefined {
     return this.#partitions.get(partition)?.position;
   }
 
-  /** The last offset the broker confirmed committed in a partition. */
   committed(partition: number): number | undefined {
     return this.#partitions.get(partition)?.committed;
   }
 
   committedOffsets(): Map<number, number> {
     const result = new Map<number, number>();
-    for (const [partition, state] of this.#partitions) {
-      if (state.committed !== undefined) result.set(partition, state.committed);
+    for (const [partition, { committed }] of this.#partitions) {
+      if (committed !== undefined) result.set(partition, committed);
     }
     return result;
   }
@@ -1146,140 +643,6 @@ export class OffsetTracker {
   }
 }
 
-/** Offsets from `start` up to, not including, `end`. */
-export type OffsetRun = [start: number, end: number];
-
-/** The broker's default offset.metadata.max.bytes: it refuses longer commit metadata. */
-export const OFFSET_METADATA_MAX_BYTES = 4_096;
-const DONE_PREFIX = "kbp:v"; // ours, then the format version
-const DONE_VERSION = 1;
-
-/**
- * The commit metadata that lists which offsets at or above `base` (the committed
- * offset) are already done, so whoever owns the partition next can skip them:
- * "kbp:v1:<base>:r:<gap>,<length>,…" (runs, base 36, each gap from the end of the run
- * before) or "kbp:v1:<base>:b:<bitmap>" (bit i for offset base + i, base64url),
- * whichever is shorter. `runs` are sorted, disjoint and at or above `base`. Returns
- * null when nothing is listed, undefined when even the shorter one is over `maxBytes`.
- */
-export function encodeDone(
-  base: number,
-  runs: readonly OffsetRun[],
-  maxBytes = OFFSET_METADATA_MAX_BYTES,
-): string | null | undefined {
-  if (runs.length === 0) return null;
-  const head = `${DONE_PREFIX}${DONE_VERSION}:${base.toString(36)}:`;
-  const bits = (runs.at(-1) as OffsetRun)[1] - base;
-  const bitmapLength = head.length + 2 + Math.ceil((Math.ceil(bits / 8) * 4) / 3);
-  // Runs first, given up as soon as they are longer than the bitmap or the limit.
-  const budget = Math.min(maxBytes, bitmapLength - 1);
-  let encoded = `${head}r:`;
-  let cursor = base;
-  for (const [start, end] of runs) {
-    encoded += `${cursor === base ? "" : ","}${(start - cursor).toString(36)},${(end - start).toString(36)}`;
-    cursor = end;
-    if (encoded.length > budget) break;
-  }
-  if (encoded.length <= budget) return encoded;
-  if (bitmapLength > maxBytes) return undefined;
-  const bitmap = Buffer.alloc(Math.ceil(bits / 8));
-  for (const [start, end] of runs) {
-    for (let offset = start; offset < end; offset++) {
-      const i = offset - base;
-      bitmap[i >> 3] = (bitmap[i >> 3] as number) | (1 << (i & 7));
-    }
-  }
-  return `${head}b:${bitmap.toString("base64url")}`;
-}
-
-export type DecodedDone =
-  | { kind: "none" }
-  | { kind: "done"; runs: OffsetRun[] }
-  | { kind: "ignored"; reason: string };
-
-/**
- * The done offsets listed in commit metadata read back with the committed offset.
- * Anything this consumer did not write (another tool, another format version, a
- * committed offset that is not the one it was written for, a malformed list) is
- * "ignored", with the reason, never an exception.
- */
-export function decodeDone(metadata: string | null | undefined, committed: number): DecodedDone {
-  if (!metadata) return { kind: "none" };
-  if (!metadata.startsWith(DONE_PREFIX)) return { kind: "ignored", reason: "not written by us" };
-  const version = metadata.slice(DONE_PREFIX.length).match(/^(\d+):/)?.[1];
-  if (version !== String(DONE_VERSION)) {
-    return {
-      kind: "ignored",
-      reason: `format version ${version ?? "unknown"}; this consumer reads v${DONE_VERSION}`,
-    };
-  }
-  const parts = metadata.match(/^kbp:v1:([0-9a-z]{1,11}):(?:r:([0-9a-z,]*)|b:([\w-]*))$/);
-  if (!parts) return { kind: "ignored", reason: "malformed" };
-  const base = Number.parseInt(parts[1] as string, 36);
-  if (base !== committed) {
-    return {
-      kind: "ignored",
-      reason: `written for offset ${base}, but the committed offset is ${committed}`,
-    };
-  }
-  const runs: OffsetRun[] = [];
-  if (parts[2] !== undefined) {
-    const numbers = parts[2]
-      .split(",")
-      .map((n) => (n === "" ? Number.NaN : Number.parseInt(n, 36)));
-    if (numbers.length % 2 !== 0) return { kind: "ignored", reason: "malformed runs" };
-    let cursor = base;
-    for (let i = 0; i < numbers.length; i += 2) {
-      const gap = numbers[i] as number;
-      const length = numbers[i + 1] as number;
-      const start = cursor + gap;
-      if (!(gap >= (i === 0 ? 0 : 1) && length >= 1 && start + length <= Number.MAX_SAFE_INTEGER)) {
-        return { kind: "ignored", reason: "malformed runs" };
-      }
-      runs.push([start, start + length]);
-      cursor = start + length;
-    }
-  } else {
-    const bitmap = Buffer.from(parts[3] as string, "base64url");
-    let open: number | undefined;
-    for (let i = 0; i < bitmap.length * 8; i++) {
-      const set = ((bitmap[i >> 3] as number) & (1 << (i & 7))) !== 0;
-      if (set && open === undefined) open = base + i;
-      if (!set && open !== undefined) {
-        runs.push([open, base + i]);
-        open = undefined;
-      }
-    }
-    if (open !== undefined) runs.push([open, base + bitmap.length * 8]);
-  }
-  return { kind: "done", runs };
-}
-
-/** Sorted distinct offsets as runs. */
-export function toRuns(sorted: readonly number[]): OffsetRun[] {
-  const runs: OffsetRun[] = [];
-  for (const offset of sorted) {
-    const last = runs.at(-1);
-    if (last && last[1] === offset) last[1] = offset + 1;
-    else runs.push([offset, offset + 1]);
-  }
-  return runs;
-}
-
-/** The union of two lists of sorted, disjoint runs, from `from` on. */
-export function mergeRuns(a: readonly OffsetRun[], b: readonly OffsetRun[], from = 0): OffsetRun[] {
-  const all = [...a, ...b].sort((x, y) => x[0] - y[0]);
-  const merged: OffsetRun[] = [];
-  for (const [start, end] of all) {
-    const clipped = Math.max(start, from);
-    if (clipped >= end) continue;
-    const last = merged.at(-1);
-    if (last && clipped <= last[1]) last[1] = Math.max(last[1], end);
-    else merged.push([clipped, end]);
-  }
-  return merged;
-}
-
 interface QueueItem {
   partition: number;
   key: string | null;
@@ -1287,20 +650,19 @@ interface QueueItem {
 }
 
 export interface WorkQueueOptions<T> {
-  /** how many jobs may run at once; read before each start, so it may change */
-  concurrency: () => number;
+  concurrency: () => number; // read before each start, so it may change
   keyOrdering: boolean;
   run: (job: T) => Promise<void>;
   onSettled?: (job: T) => void;
+  /** a job's `run` threw; by default the error is thrown again, uncaught */
+  onError?: (error: unknown, job: T) => void;
 }
 
 /**
- * A FIFO of jobs that runs at most `concurrency()` of them at once. With key ordering,
- * jobs that share a partition and key form a lane: one of them is ready or running,
- * the others wait behind it and run one after another, in the order they came; other
- * keys keep running concurrently. `bytes` counts every job from push until it settles,
- * so a cap on it bounds the messages held in memory, running ones included. A running
- * job may wait without its slot (`withoutSlot`, for a retry's backoff), then come back.
+ * A FIFO that runs at most `concurrency()` jobs at once. With key ordering, jobs that
+ * share a partition and key form a lane and run one after another, in order. `bytes`
+ * counts every job from push until it settles, running ones included. A running job may
+ * wait without its slot (`withoutSlot`, for a retry's backoff), then come back first.
  */
 export class WorkQueue<T extends QueueItem> {
   #ready: T[] = [];
@@ -1323,12 +685,10 @@ export class WorkQueue<T extends QueueItem> {
     return this.#ready.length - this.#readyHead + this.#waiting + this.#retrying;
   }
 
-  /** started jobs waiting, without a slot, to be retried */
   get retrying(): number {
     return this.#retrying;
   }
 
-  /** bytes of the jobs queued or running */
   get bytes(): number {
     return this.#bytes;
   }
@@ -1366,21 +726,16 @@ export class WorkQueue<T extends QueueItem> {
     for (const [key, lane] of this.#lanes) {
       if (!key.startsWith(`${partition}\u0000`)) continue;
       this.#waiting -= lane.waiting.length;
-      for (const job of lane.waiting) this.#bytes -= job.bytes;
-      lane.waiting = [];
-      // A lane whose head was only ready has just lost it; one whose head is running
-      // stays until that job settles.
-      if (!lane.running) this.#lanes.delete(key);
+      lane.waiting = lane.waiting.filter(keep);
+      if (!lane.running) this.#lanes.delete(key); // a running head stays until it settles
     }
     return before - this.queued;
   }
 
   /**
    * Called by a running job: gives its slot to the next job while `wait` runs, then
-   * waits for a slot again, ahead of the jobs not started yet. Meanwhile the job is
-   * still held: counted in `queued` and `bytes`, its key's lane still blocked, and it
-   * settles only when its `run` ends. If `wait` rejects (shutdown), it is rethrown at
-   * once, and the job settles as a running one would.
+   * waits for a slot again, ahead of jobs not started. Meanwhile the job is still held
+   * (queued, bytes, its lane). If `wait` rejects (shutdown), that is rethrown at once.
    */
   async withoutSlot(wait: Promise<void>): Promise<void> {
     this.#inFlight--;
@@ -1426,8 +781,7 @@ export class WorkQueue<T extends QueueItem> {
       }
       if (this.#readyHead >= this.#ready.length) return;
       const job = this.#ready[this.#readyHead] as T;
-      // Let go of the started job here: until compaction, the array would keep every
-      // started message (and its bytes) alive, unseen by the byte cap.
+      // Let go of the started job: the array would keep it alive, unseen by the byte cap.
       this.#ready[this.#readyHead++] = undefined as unknown as T;
       if (this.#readyHead > 1024 && this.#readyHead * 2 > this.#ready.length) {
         this.#ready = this.#ready.slice(this.#readyHead);
@@ -1436,9 +790,19 @@ export class WorkQueue<T extends QueueItem> {
       const lane = this.#laneOf(job);
       if (lane !== undefined) (this.#lanes.get(lane) as { running: boolean }).running = true;
       this.#inFlight++;
-      // Rejected: abandoned at shutdown, its offset stays uncommitted.
-      const settle = () => this.#settle(job);
-      this.#options.run(job).then(settle, settle);
+      // A job that throws is a bug: it settles (its offset stays uncommitted) and says so.
+      const onError =
+        this.#options.onError ??
+        ((error: unknown) => {
+          throw error;
+        });
+      this.#options.run(job).then(
+        () => this.#settle(job),
+        (error: unknown) => {
+          this.#settle(job);
+          onError(error, job);
+        },
+      );
     }
   }
 
@@ -1465,10 +829,160 @@ export class WorkQueue<T extends QueueItem> {
   }
 }
 
+// ---- 4. Process ----
+
+interface Job extends QueueItem {
+  offset: number;
+  epoch: number;
+  message: KafkaMessage;
+}
+
+interface Outcome {
+  deadLetter?: { reason: string; attempts: number };
+  malformed?: boolean;
+}
+
+interface ProcessContext {
+  limit: AdaptiveLimit;
+  api: ApiHealth;
+  stats: Stats;
+  signal: AbortSignal;
+  /** waits `ms` before the next attempt, without holding a concurrency slot */
+  waitToRetry: (ms: number) => Promise<void>;
+}
+
+/**
+ * Validates the message and POSTs it until the API takes it. 429/503 and refused
+ * connections are the API asking us to slow down (or being down): wait and retry
+ * without using up retries. 5xx, 408 and timeouts use up retries, then dead-letter.
+ * Other 4xx mean this message will never be accepted: dead-letter at once.
+ */
+async function processMessage(job: Job, context: ProcessContext): Promise<Outcome> {
+  const { limit, api, stats, signal, waitToRetry } = context;
+  const parsed = parseEvent(job.message.value);
+  if ("problem" in parsed)
+    return { deadLetter: { reason: parsed.problem, attempts: 0 }, malformed: true };
+  const body = job.message.value as Buffer<ArrayBuffer>; // the bytes as they came, checked
+  const key = `${topic}/${job.partition}/${job.offset}`; // the same on redelivery
+  for (let attempt = 1, failures = 0; ; attempt++) {
+    const startedAt = performance.now();
+    const answer = await callApi(settings.API_URL, body, settings.REQUEST_TIMEOUT_MS, signal, key);
+    api.record(answer);
+    if (answer.kind === "ok") {
+      limit.onSuccess();
+      return {};
+    }
+    if (answer.kind === "overloaded" || answer.kind === "unreachable") {
+      if (answer.kind === "overloaded") {
+        limit.onOverload(startedAt);
+        stats.throttled++;
+      }
+      const { RETRY_BASE_MS, RETRY_MAX_MS } = settings;
+      await waitToRetry(
+        throttledDelayMs(attempt, answer.retryAfterMs, RETRY_BASE_MS, RETRY_MAX_MS),
+      );
+      continue;
+    }
+    if (answer.kind === "rejected")
+      return { deadLetter: { reason: answer.reason, attempts: attempt } };
+    if (++failures > settings.MAX_RETRIES) {
+      const reason = `${answer.reason} (${failures} failed attempts)`;
+      return { deadLetter: { reason, attempts: attempt } };
+    }
+    stats.retries++;
+    await waitToRetry(backoffMs(failures, settings.RETRY_BASE_MS, settings.RETRY_MAX_MS));
+  }
+}
+
+interface UserEvent {
+  id: string;
+  email: string;
+  username: string;
+}
+
+/** The event in a message, or what is wrong with it. */
+export function parseEvent(value: Buffer | null): { event: UserEvent } | { problem: string } {
+  if (value === null) return { problem: "null value (a tombstone or an empty message)" };
+  let event: unknown;
+  try {
+    event = JSON.parse(value.toString("utf8"));
+  } catch (error) {
+    return { problem: `invalid JSON: ${(error as Error).message}` };
+  }
+  if (typeof event !== "object" || event === null || Array.isArray(event)) {
+    return { problem: "not a JSON object" };
+  }
+  const fields = event as Record<string, unknown>;
+  const missing = ["id", "email", "username"].filter((name) => typeof fields[name] !== "string");
+  if (missing.length === 0) return { event: event as UserEvent };
+  return { problem: `missing or non-string fields: ${missing.join(", ")}` };
+}
+
+type Answer =
+  | { kind: "ok" }
+  | { kind: "overloaded"; reason: string; retryAfterMs?: number } // 429, 503
+  | { kind: "failed"; reason: string } // 5xx, 408
+  | { kind: "timeout"; reason: string } // no answer within REQUEST_TIMEOUT_MS
+  | { kind: "rejected"; reason: string } // other 4xx: this message is the problem
+  | { kind: "unreachable"; reason: string; retryAfterMs?: undefined }; // no HTTP answer
+
+/** The calls in flight, each with its own controller: a shutdown aborts them all. */
+const openCalls = new Set<AbortController>();
+
+export function abortOpenCalls(reason: unknown) {
+  for (const call of openCalls) call.abort(reason);
+}
+
+/** POSTs one message; the Idempotency-Key lets the API answer a redelivery without redoing it. */
+export async function callApi(
+  url: string,
+  body: Uint8Array<ArrayBuffer>,
+  timeoutMs: number,
+  shutdown: AbortSignal,
+  idempotencyKey: string,
+): Promise<Answer> {
+  if (shutdown.aborted) throw shutdown.reason;
+  // One controller and timer per call, cleared when it ends, or they would pile up.
+  const call = new AbortController();
+  const timer = setTimeout(
+    () => call.abort(new DOMException("timeout", "TimeoutError")),
+    timeoutMs,
+  );
+  openCalls.add(call);
+  let response: Response;
+  let text: string;
+  try {
+    const headers = { "content-type": "application/json", "idempotency-key": idempotencyKey };
+    response = await fetch(url, { method: "POST", headers, body, signal: call.signal });
+    text = await response.text(); // the whole answer, within the same timeout
+  } catch (error) {
+    if (shutdown.aborted) throw error;
+    if (call.signal.aborted) return { kind: "timeout", reason: `no answer within ${timeoutMs} ms` };
+    const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause ? ` (${cause.code ?? cause.message})` : "";
+    return { kind: "unreachable", reason: `${(error as Error).message}${why}` };
+  } finally {
+    clearTimeout(timer);
+    openCalls.delete(call);
+  }
+  const { status } = response;
+  if (response.ok) return { kind: "ok" };
+  const reason = `HTTP ${status}${text ? `: ${text.slice(0, 200)}` : ""}`;
+  if (status === 429 || status === 503) {
+    return {
+      kind: "overloaded",
+      reason,
+      retryAfterMs: retryAfterMs(response.headers.get("retry-after")),
+    };
+  }
+  if (status >= 500 || status === 408) return { kind: "failed", reason };
+  return { kind: "rejected", reason };
+}
+
 /**
  * Additive increase, multiplicative decrease, as TCP does: each success adds 1/limit
- * (so about +1 per round of calls), each overload signal halves the limit, once per
- * round: signals from calls that started before the last cut are ignored.
+ * (about +1 per round of calls), an overload halves it, once per round: signals from
+ * calls that started before the last cut are ignored.
  */
 export class AdaptiveLimit {
   #limit: number;
@@ -1497,21 +1011,12 @@ export class AdaptiveLimit {
 }
 
 /** Delay before retry number `attempt` (1, 2, …): doubling, capped, with "equal jitter". */
-export function backoffMs(
-  attempt: number,
-  baseMs: number,
-  maxMs: number,
-  random = Math.random,
-): number {
+export function backoffMs(attempt: number, baseMs: number, maxMs: number, random = Math.random) {
   const ceiling = Math.min(maxMs, baseMs * 2 ** (attempt - 1));
   return ceiling / 2 + random() * (ceiling / 2);
 }
 
-/**
- * Wait before calling again after a 429/503 or a refused connection: Retry-After, but
- * never less than our own backoff (a "Retry-After: 0" taken at its word makes every
- * throttled call retry at once, a storm of 429s), and never more than maxMs.
- */
+/** After a 429/503: Retry-After, never less than our backoff (no storm), at most maxMs. */
 export function throttledDelayMs(
   attempt: number,
   retryAfter: number | undefined,
@@ -1543,8 +1048,7 @@ export class ApiHealth {
   }
 
   record(answer: Answer, now = performance.now()): void {
-    const silent = answer.kind === "unreachable" || answer.kind === "timeout";
-    if (!silent) {
+    if (answer.kind !== "unreachable" && answer.kind !== "timeout") {
       this.#silentSince = undefined;
       return;
     }
@@ -1554,18 +1058,427 @@ export class ApiHealth {
 
   /** How long the API has been silent, once that is longer than the limit. */
   unreachableFor(now = performance.now()): number | undefined {
-    if (this.#silentSince === undefined) return undefined;
-    const silence = now - this.#silentSince;
+    const silence = now - (this.#silentSince ?? now);
     return silence > this.#limitMs ? silence : undefined;
   }
 }
 
-// ---- Helpers ----
+/** Publishes the message to the dead-letter topic with why and where it came from. */
+async function deadLetter(
+  producer: Producer,
+  job: Job,
+  why: Outcome["deadLetter"] & {},
+  signal: AbortSignal,
+) {
+  const headers = {
+    ...job.message.headers,
+    "dlq.reason": why.reason,
+    "dlq.source.topic": topic,
+    "dlq.source.partition": String(job.partition),
+    "dlq.source.offset": String(job.offset),
+    "dlq.attempts": String(why.attempts),
+    "dlq.consumer.group": settings.KAFKA_GROUP_ID,
+    "dlq.failed.at": new Date().toISOString(),
+  };
+  const { key, value } = job.message;
+  // The offset counts as processed only once the dead letter is safely written.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await producer.send({ topic: dlqTopic, acks: -1, messages: [{ key, value, headers }] });
+      return;
+    } catch (error) {
+      const where = `${topic}/${job.partition}@${job.offset}`;
+      console.error(`dead-lettering ${where} failed: ${(error as Error).message}`);
+      await sleep(backoffMs(Math.min(attempt, 10), 200, 10_000), signal);
+    }
+  }
+}
+
+/** While the group rebalances no call starts: what finished then could not be committed. */
+function rebalanceGate() {
+  let closed: { done: Promise<void>; open: () => void } | undefined;
+  const open = () => {
+    closed?.open();
+    closed = undefined;
+  };
+  const close = () => {
+    if (closed) return;
+    let release = () => {};
+    const mine = {
+      done: new Promise<void>((resolve) => (release = resolve)),
+      open: () => release(),
+    };
+    closed = mine;
+    setTimeout(() => closed === mine && open(), 60_000).unref(); // KafkaJS's rebalance timeout
+  };
+  return { open, close, passed: () => closed?.done };
+}
+
+// ---- 5. Commit ----
 
 /**
- * A message's key, value and headers are views into the whole fetch response (up to
- * megabytes): copy them out, so a message that waits holds its own bytes only.
+ * Commits the offsets the tracker allows for the partitions we own, with the offsets done
+ * above each in its metadata. Only the broker's answer counts: while KafkaJS restarts
+ * after a crash, commitOffsets resolves without committing anything.
  */
+function committer(
+  consumer: Consumer,
+  tracker: OffsetTracker,
+  stats: Stats,
+  owned: () => Set<number>,
+) {
+  let confirmed = 0;
+  consumer.on(consumer.events.COMMIT_OFFSETS, ({ payload }) => {
+    confirmed++;
+    for (const { partitions } of payload.topics.filter((t) => t.topic === topic)) {
+      for (const { partition, offset } of partitions)
+        tracker.markCommitted(partition, Number(offset));
+    }
+  });
+  let chain = Promise.resolve();
+  const commitOnce = async () => {
+    const offsets = tracker
+      .committable(settings.COMMIT_METADATA)
+      .filter((o) => owned().has(o.partition));
+    if (offsets.length === 0) return;
+    const entries = offsets.map(({ partition, offset, done }) => {
+      const metadata = done ? encodeDone(offset, done) : null;
+      if (metadata === undefined) stats.metadataTooLarge++; // still correct, only more replay
+      return { topic, partition, offset: String(offset), metadata: metadata ?? null };
+    });
+    try {
+      const before = confirmed;
+      await consumer.commitOffsets(entries).catch((error: { type?: string }) => {
+        // A broker with a lower offset.metadata.max.bytes: commit without the lists.
+        if (error.type !== "OFFSET_METADATA_TOO_LARGE") throw error;
+        stats.metadataTooLarge += entries.length;
+        return consumer.commitOffsets(entries.map((entry) => ({ ...entry, metadata: null })));
+      });
+      if (confirmed === before) return;
+      for (const { partition, version } of offsets) {
+        if (version !== undefined) tracker.markSent(partition, version);
+      }
+    } catch (error) {
+      stats.commitErrors++; // a rebalance or a broker restart: try again next time
+      stats.lastCommitError = (error as Error).message;
+    }
+  };
+  return () => {
+    chain = chain.then(commitOnce);
+    return chain;
+  };
+}
+
+/** Offsets from `start` up to, not including, `end`. */
+export type OffsetRun = [start: number, end: number];
+
+/** The broker's default offset.metadata.max.bytes: it refuses longer commit metadata. */
+export const OFFSET_METADATA_MAX_BYTES = 4_096;
+const DONE_PREFIX = "kbp:v1:"; // ours, then the format version
+
+/**
+ * Commit metadata listing the offsets at or above `base` (the committed offset) already
+ * done: "kbp:v1:<base>:r:<gap>,<length>,…" (runs, base 36, each gap from the end of the
+ * run before) or "kbp:v1:<base>:b:<bitmap>" (bit i for offset base + i, base64url),
+ * whichever is shorter. Null when nothing is listed, undefined when over `maxBytes`.
+ */
+export function encodeDone(
+  base: number,
+  runs: readonly OffsetRun[],
+  maxBytes = OFFSET_METADATA_MAX_BYTES,
+) {
+  if (runs.length === 0) return null;
+  const head = `${DONE_PREFIX}${base.toString(36)}:`;
+  const bits = (runs.at(-1) as OffsetRun)[1] - base;
+  const bitmapLength = head.length + 2 + Math.ceil((Math.ceil(bits / 8) * 4) / 3);
+  const budget = Math.min(maxBytes, bitmapLength - 1); // runs, unless longer than the bitmap
+  let encoded = `${head}r:`;
+  let cursor = base;
+  for (const [start, end] of runs) {
+    encoded += `${cursor === base ? "" : ","}${(start - cursor).toString(36)},${(end - start).toString(36)}`;
+    cursor = end;
+    if (encoded.length > budget) break;
+  }
+  if (encoded.length <= budget) return encoded;
+  if (bitmapLength > maxBytes) return undefined;
+  const bitmap = Buffer.alloc(Math.ceil(bits / 8));
+  for (const [start, end] of runs) {
+    for (let i = start - base; i < end - base; i++)
+      bitmap[i >> 3] = (bitmap[i >> 3] as number) | (1 << (i & 7));
+  }
+  return `${head}b:${bitmap.toString("base64url")}`;
+}
+
+/** Sorted distinct offsets as runs. */
+export function toRuns(sorted: readonly number[]): OffsetRun[] {
+  const runs: OffsetRun[] = [];
+  for (const offset of sorted) {
+    const last = runs.at(-1);
+    if (last && last[1] === offset) last[1] = offset + 1;
+    else runs.push([offset, offset + 1]);
+  }
+  return runs;
+}
+
+/** The union of two lists of sorted, disjoint runs, from `from` on. */
+export function mergeRuns(a: readonly OffsetRun[], b: readonly OffsetRun[], from = 0): OffsetRun[] {
+  const merged: OffsetRun[] = [];
+  for (const [start, end] of [...a, ...b].sort((x, y) => x[0] - y[0])) {
+    const clipped = Math.max(start, from);
+    const last = merged.at(-1);
+    if (clipped >= end) continue;
+    if (last && clipped <= last[1]) last[1] = Math.max(last[1], end);
+    else merged.push([clipped, end]);
+  }
+  return merged;
+}
+
+// ---- 6. Rebalance ----
+
+/** Reads what the previous owners of `partitions` listed as done, for the tracker to skip. */
+async function loadDone(
+  kafka: Kafka,
+  partitions: number[],
+  tracker: OffsetTracker,
+  stats: Stats,
+  owned: () => Set<number>,
+) {
+  try {
+    for (const [partition, decoded] of await readDone(kafka, partitions)) {
+      if (!owned().has(partition)) continue;
+      if (decoded.kind === "done") tracker.preload(partition, decoded.runs);
+      if (decoded.kind !== "ignored") continue;
+      stats.metadataIgnored++;
+      console.error(
+        `warning: ignoring the commit metadata of ${topic}/${partition} (${decoded.reason}); its messages after the committed offset are all processed`,
+      );
+    }
+  } catch (error) {
+    console.error(
+      `warning: could not read the committed metadata (${(error as Error).message}); processing everything after the committed offsets`,
+    );
+  }
+}
+
+/** The done offsets in the commit metadata of `partitions`; retried, then given up. */
+async function readDone(kafka: Kafka, partitions: number[]): Promise<Map<number, DecodedDone>> {
+  for (let attempt = 1; ; attempt++) {
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      const [found] = await admin.fetchOffsets({
+        groupId: settings.KAFKA_GROUP_ID,
+        topics: [topic],
+      });
+      const decoded = (found?.partitions ?? [])
+        .filter(({ partition }) => partitions.includes(partition))
+        .map(({ partition, offset, metadata }): [number, DecodedDone] => [
+          partition,
+          Number(offset) < 0 ? { kind: "none" } : decodeDone(metadata, Number(offset)),
+        ]);
+      return new Map(decoded);
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+  }
+}
+
+export type DecodedDone =
+  | { kind: "none" }
+  | { kind: "done"; runs: OffsetRun[] }
+  | { kind: "ignored"; reason: string };
+
+/**
+ * The done offsets listed in commit metadata. Anything we did not write (another tool,
+ * format version or committed offset, a malformed list) is "ignored", with the reason.
+ */
+export function decodeDone(metadata: string | null | undefined, committed: number): DecodedDone {
+  if (!metadata) return { kind: "none" };
+  if (!metadata.startsWith("kbp:v")) return { kind: "ignored", reason: "not written by us" };
+  const version = metadata.slice(5).match(/^(\d+):/)?.[1];
+  if (version !== "1") {
+    return {
+      kind: "ignored",
+      reason: `format version ${version ?? "unknown"}; this consumer reads v1`,
+    };
+  }
+  const parts = metadata.match(/^kbp:v1:([0-9a-z]{1,11}):(?:r:([0-9a-z,]*)|b:([\w-]*))$/);
+  if (!parts) return { kind: "ignored", reason: "malformed" };
+  const base = Number.parseInt(parts[1] as string, 36);
+  if (base !== committed) {
+    return {
+      kind: "ignored",
+      reason: `written for offset ${base}, but the committed offset is ${committed}`,
+    };
+  }
+  const runs: OffsetRun[] = [];
+  if (parts[2] !== undefined) {
+    const numbers = parts[2]
+      .split(",")
+      .map((n) => (n === "" ? Number.NaN : Number.parseInt(n, 36)));
+    if (numbers.length % 2 !== 0) return { kind: "ignored", reason: "malformed runs" };
+    let cursor = base;
+    for (let i = 0; i < numbers.length; i += 2) {
+      const [gap, length] = [numbers[i] as number, numbers[i + 1] as number];
+      const start = cursor + gap;
+      if (!(gap >= (i === 0 ? 0 : 1) && length >= 1 && start + length <= Number.MAX_SAFE_INTEGER)) {
+        return { kind: "ignored", reason: "malformed runs" };
+      }
+      runs.push([start, start + length]);
+      cursor = start + length;
+    }
+    return { kind: "done", runs };
+  }
+  const bitmap = Buffer.from(parts[3] as string, "base64url");
+  for (let i = 0; i < bitmap.length * 8; i++) {
+    if (((bitmap[i >> 3] as number) & (1 << (i & 7))) === 0) continue;
+    const last = runs.at(-1);
+    if (last && last[1] === base + i) last[1]++;
+    else runs.push([base + i, base + i + 1]);
+  }
+  return { kind: "done", runs };
+}
+
+// ==== Instrumentation and plumbing: a reader may skip from here on ====
+
+function newStats() {
+  const counts = { processed: 0, deadLettered: 0, malformed: 0, retries: 0, throttled: 0 };
+  const rebalances = { redelivered: 0, droppedOnRevoke: 0, skipped: 0, metadataIgnored: 0 };
+  const stop = { abandoned: 0, notCommitted: 0, commitErrors: 0, metadataTooLarge: 0 };
+  const peaks = { pauses: 0, peakQueued: 0, peakBufferedBytes: 0 };
+  return {
+    started: performance.now(),
+    lastCommitError: "",
+    ...counts,
+    ...rebalances,
+    ...stop,
+    ...peaks,
+  };
+}
+
+type Stats = ReturnType<typeof newStats>;
+
+interface Parts {
+  stats: Stats;
+  queue: WorkQueue<Job>;
+  tracker: OffsetTracker;
+  limit: AdaptiveLimit;
+  watermarks: Watermarks;
+  guard: MemoryGuard;
+  assigned: () => Set<number>;
+}
+type MemoryFigures = ReturnType<typeof watchMemory>["figures"];
+
+/** Elapsed, processed, rate and ms per message (dead-lettered ones count as done). */
+function rates(stats: Stats) {
+  const ms = performance.now() - stats.started;
+  const done = stats.processed + stats.deadLettered;
+  return {
+    elapsedS: round(ms / 1_000, 1),
+    durationMs: Math.round(ms),
+    processed: stats.processed,
+    ratePerSec: Math.round((done * 1_000) / ms),
+    msPerMessage: done ? round(ms / done, 3) : null,
+  };
+}
+
+function statusOf(
+  { stats, queue, tracker, limit, watermarks, guard, assigned }: Parts,
+  memory: MemoryFigures,
+) {
+  return {
+    type: "status",
+    ...rates(stats),
+    queued: queue.queued,
+    bufferedMb: round(queue.bytes / 2 ** 20, 1),
+    inFlight: queue.inFlight,
+    limit: limit.current,
+    paused: watermarks.paused,
+    partitions: [...assigned()].sort((a, b) => a - b), // this member's share of the group
+    uncommitted: tracker.uncommitted,
+    awaitingCommit: tracker.awaitingCommit,
+    skipped: stats.skipped,
+    metadataTooLarge: stats.metadataTooLarge,
+    deadLettered: stats.deadLettered,
+    malformed: stats.malformed,
+    retries: stats.retries,
+    throttled: stats.throttled,
+    collections: guard.collections,
+    memoryPressure: guard.pressure,
+    ...memory,
+  };
+}
+
+/** The status line for people: short enough to paste; STATUS_FORMAT=json has it all. */
+export function statusText(s: ReturnType<typeof statusOf>): string {
+  const flow = `queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit}${s.paused ? " paused" : ""}`;
+  const rest = `uncommitted ${fmt(s.uncommitted)} dlq ${fmt(s.deadLettered)} rss ${s.rssMb} MB`;
+  return `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s) ${flow} ${rest}`;
+}
+
+function printStatus(status: ReturnType<typeof statusOf>) {
+  console.log(settings.STATUS_FORMAT === "json" ? JSON.stringify(status) : statusText(status));
+}
+
+function summaryOf(parts: Parts, memory: MemoryFigures, exitReason: string, exitCode: number) {
+  const { started, lastCommitError, peakBufferedBytes, ...counts } = parts.stats;
+  return {
+    type: "summary",
+    script: "consumer-solved",
+    runtime: runtimeName(),
+    ...rates(parts.stats),
+    ...counts,
+    limit: parts.limit.current, // the concurrency limit at the end, after AIMD
+    peakBufferedMb: round(peakBufferedBytes / 2 ** 20, 1),
+    committed: Object.fromEntries(parts.tracker.committedOffsets()),
+    collections: parts.guard.collections, // asked of the runtime by the memory guard
+    peakRssMb: memory.peakRssMb,
+    peakHeapMb: memory.peakHeapMb,
+    memoryLimitMb: settings.MEMORY_LIMIT_MB,
+    memoryLimitExceeded: exitCode === EXIT_MEMORY_LIMIT,
+    exitReason,
+    exitCode,
+  };
+}
+
+/** States a fresh broker or a rebalance answers for a while, which KafkaJS retries. */
+const TRANSIENT = /coordinator is (not available|loading)|not the correct coordinator|leader/i;
+
+/** KafkaJS's log as its own logger prints it, but a transient state is no error. */
+export function kafkaLogLine(level: logLevel, log: { message: string; error?: string }) {
+  const transient = level === logLevel.ERROR && TRANSIENT.test(log.error ?? "");
+  if (level > logLevel.WARN || level === logLevel.NOTHING || transient) return undefined;
+  const name = level === logLevel.ERROR ? "ERROR" : "WARN";
+  return JSON.stringify({ level: name, logger: "kafkajs", ...log });
+}
+
+function logKafka({ level, log }: { level: logLevel; log: { message: string; error?: string } }) {
+  const line = kafkaLogLine(level, log);
+  if (line) console.error(line);
+}
+
+/**
+ * KafkaJS 2.2.4 arms a timer for `throttledUntil - Date.now()` while throttledUntil is
+ * still -1 (never throttled): Node warns of that negative delay, which is harmless.
+ */
+export function muteKafkaJsTimerWarning() {
+  const emitWarning = process.emitWarning as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
+    const type = typeof rest[0] === "string" ? rest[0] : (rest[0] as { type?: string })?.type;
+    if (type === "TimeoutNegativeWarning" && Number.parseFloat(String(warning)) < -1e12) return;
+    emitWarning.call(process, warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
+/** Bytes one fetch may bring: a quarter of the byte cap, at most KafkaJS's 10 MB. */
+function fetchBytes(): number {
+  return Math.max(1_024, Math.min(10 * 2 ** 20, Math.floor(settings.MAX_BUFFERED_BYTES / 4)));
+}
+
+/** A message's buffers are views into the whole fetch response: copy its own bytes out. */
 function detach(message: KafkaMessage): KafkaMessage {
   const copy = (bytes: Buffer) => Buffer.from(new Uint8Array(bytes).buffer);
   if (message.key) message.key = copy(message.key);
@@ -1576,24 +1489,12 @@ function detach(message: KafkaMessage): KafkaMessage {
   return message;
 }
 
-/** Bytes one fetch may bring: a quarter of the byte cap, at most KafkaJS's 10 MB. */
-function fetchBytes(maxBufferedBytes: number): number {
-  return Math.max(1_024, Math.min(10 * 2 ** 20, Math.floor(maxBufferedBytes / 4)));
-}
-
-/**
- * Resident memory (RSS), in MB: what the scripts' own ceiling measures. It also counts
- * the runtime's binary mapped from disk, which a cgroup may not charge: the guard errs
- * on the safe side.
- */
+/** RSS in MB; it counts the runtime's binary too, which a cgroup may not: on the safe side. */
 function residentMb(): number {
   return process.memoryUsage.rss() / 2 ** 20;
 }
 
-/**
- * A full garbage collection on demand: Bun.gc on Bun; on V8 (Node, Deno) the gc
- * function, which a running program can expose to itself without a start flag.
- */
+/** A full collection on demand: Bun.gc, or V8's gc, which a program can expose to itself. */
 function garbageCollector(): (() => void) | undefined {
   const bun = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun;
   if (bun) return () => bun.gc(true);
@@ -1605,12 +1506,8 @@ function garbageCollector(): (() => void) | undefined {
   }
 }
 
-/**
- * The memory limit of the container (cgroup) this process runs in, in MB, if it has
- * one below the machine's memory: cgroup v2's memory.max, or v1's memory.limit_in_bytes,
- * the lowest on the way up from this process's cgroup.
- */
-function containerMemoryLimitMb(): number | undefined {
+/** The container's (cgroup v2 memory.max, v1 memory.limit_in_bytes) memory limit, in MB. */
+function containerLimitMb(): number | undefined {
   let membership: string;
   try {
     membership = readFileSync("/proc/self/cgroup", "utf8");
@@ -1624,236 +1521,53 @@ function containerMemoryLimitMb(): number | undefined {
       ? ["/sys/fs/cgroup/memory", "memory.limit_in_bytes", v1]
       : ["/sys/fs/cgroup", "memory.max", v2 ?? "/"];
   let lowest = totalmem();
-  // In a container the cgroup's own folder is usually mounted as the root: look there too.
+  // The lowest on the way up; in a container its own folder is often mounted as the root.
   const parts = path.split("/").filter(Boolean);
-  const dirs = [base, ...parts.map((_, i) => `${base}/${parts.slice(0, i + 1).join("/")}`)];
-  for (const dir of dirs) {
+  for (const dir of [base, ...parts.map((_, i) => `${base}/${parts.slice(0, i + 1).join("/")}`)]) {
     try {
       const limit = Number(readFileSync(`${dir}/${file}`, "utf8").trim()); // "max": NaN
       if (Number.isFinite(limit) && limit > 0) lowest = Math.min(lowest, limit);
     } catch {
-      // not there (or not ours to read): look further
+      // not there, or not ours to read
     }
   }
   return lowest < totalmem() ? Math.floor(lowest / 2 ** 20) : undefined;
 }
 
-function newStats() {
-  const started = performance.now();
-  const stats = {
-    processed: 0,
-    deadLettered: 0,
-    malformed: 0,
-    retries: 0,
-    throttled: 0,
-    redelivered: 0,
-    droppedOnRevoke: 0,
-    abandoned: 0,
-    pauses: 0,
-    peakQueued: 0,
-    peakBufferedBytes: 0,
-    commitErrors: 0,
-    lastCommitError: "",
-    skipped: 0, // done by the partition's previous owner, listed in its commit metadata
-    metadataTooLarge: 0, // commits made without their list of done offsets: it did not fit
-    metadataIgnored: 0, // partitions whose commit metadata was not ours to read
-    /** elapsed, processed (incl. dead-lettered), rate and ms per message so far */
-    rates: () => {
-      const seconds = (performance.now() - started) / 1_000;
-      const done = stats.processed + stats.deadLettered;
-      return {
-        elapsedS: round(seconds, 1),
-        durationMs: Math.round(seconds * 1_000),
-        processed: stats.processed,
-        ratePerSec: Math.round(done / seconds),
-        msPerMessage: done ? round((seconds * 1_000) / done, 3) : null,
-      };
-    },
-  };
-  return stats;
-}
-
-type Stats = ReturnType<typeof newStats>;
-
-/** Connects everything; with STOP_AT_END, returns where each partition ended at start. */
-async function connect(
-  kafka: Kafka,
-  consumer: ReturnType<Kafka["consumer"]>,
-  producer: ReturnType<Kafka["producer"]>,
-  settings: Settings,
-  dlqTopic: string,
-): Promise<Map<number, number> | undefined> {
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    await Promise.all([consumer.connect(), producer.connect()]);
-    // Create the dead-letter topic up front; where topics cannot be created, it must exist.
-    await admin
-      .createTopics({ topics: [{ topic: dlqTopic }], waitForLeaders: true })
-      .catch((error: Error) => {
-        console.error(`could not create ${dlqTopic} (${error.message}); it must exist already`);
-      });
-    await consumer.subscribe({
-      topics: [settings.KAFKA_TOPIC],
-      fromBeginning: settings.FROM_BEGINNING,
-    });
-    if (!settings.STOP_AT_END) return undefined;
-    const offsets = await admin.fetchTopicOffsets(settings.KAFKA_TOPIC);
-    return new Map(offsets.map((p) => [p.partition, Number(p.high)]));
-  } catch (error) {
-    console.error(`Kafka is unreachable at ${settings.KAFKA_BROKERS}: ${(error as Error).message}`);
-    process.exit(1);
-  } finally {
-    await admin.disconnect();
-  }
-}
-
-/** The offset each partition starts from: committed, else the oldest (or newest). */
-async function startOffsets(
-  kafka: Kafka,
-  groupId: string,
-  topic: string,
-  fromBeginning: boolean,
-): Promise<Map<number, number>> {
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-    const bounds = await admin.fetchTopicOffsets(topic);
-    return new Map(
-      bounds.map((p) => {
-        const offset = Number(
-          committed?.partitions.find((c) => c.partition === p.partition)?.offset ?? -1,
-        );
-        return [p.partition, offset >= 0 ? offset : Number(fromBeginning ? p.low : p.high)];
-      }),
+/** Notes on runtime limits that would defeat the bounds, with the flag that lifts each. */
+function adviseOnMemory(canCollect: boolean) {
+  const limitMb = settings.MEMORY_LIMIT_MB;
+  // V8 sizes its heap from the machine, not the budget; the guard's collections make up.
+  const heapMb = Math.round(v8.getHeapStatistics().heap_size_limit / 2 ** 20);
+  if (!canCollect && !("Bun" in globalThis) && limitMb > 0 && heapMb > 2 * limitMb) {
+    const flags = [`--max-old-space-size=${limitMb}`, "--max-semi-space-size=1"];
+    console.error(
+      `note: the heap may grow to ${heapMb} MB here, far above MEMORY_LIMIT_MB=${limitMb}. To behave as in a pod with that limit, start with NODE_OPTIONS="${flags.join(" ")}" (Node) or DENO_V8_FLAGS=${flags.join(",")} (Deno).`,
     );
-  } finally {
-    await admin.disconnect();
   }
-}
-
-/** The done offsets listed in the commit metadata of `partitions`; retried, then given up. */
-async function readDone(
-  kafka: Kafka,
-  groupId: string,
-  topic: string,
-  partitions: number[],
-): Promise<Map<number, DecodedDone>> {
-  for (let attempt = 1; ; attempt++) {
-    const admin = kafka.admin();
-    try {
-      await admin.connect();
-      const [found] = await admin.fetchOffsets({ groupId, topics: [topic] });
-      const wanted = new Set(partitions);
-      return new Map(
-        (found?.partitions ?? [])
-          .filter(({ partition }) => wanted.has(partition))
-          .map(({ partition, offset, metadata }) => [
-            partition,
-            Number(offset) < 0 ? { kind: "none" } : decodeDone(metadata, Number(offset)),
-          ]),
-      );
-    } catch (error) {
-      if (attempt >= 3) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
-    } finally {
-      await admin.disconnect().catch(() => {});
-    }
+  // Bun's fetch opens at most 256 connections and queues further calls, timers running.
+  const connections =
+    "Bun" in globalThis && Number(process.env.BUN_CONFIG_MAX_HTTP_REQUESTS || 256);
+  if (connections && settings.CONCURRENCY > connections) {
+    console.error(
+      `note: CONCURRENCY=${settings.CONCURRENCY} but Bun's fetch opens at most ${connections} connections; the rest would wait inside Bun and time out. Start with BUN_CONFIG_MAX_HTTP_REQUESTS=${settings.CONCURRENCY}.`,
+    );
   }
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
     const onAbort = () => {
       clearTimeout(timer);
       reject(signal.reason);
     };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
     signal.addEventListener("abort", onAbort, { once: true });
   });
-}
-
-interface MemoryFigures {
-  rssMb: number;
-  heapMb: number;
-  maxRssMb: number;
-  maxHeapMb: number;
-}
-
-/**
- * Watches resident memory (RSS: what a container's limit counts) and heap every
- * 100 ms, keeps the peaks, and calls back once when RSS passes the ceiling.
- */
-function watchMemory(limitMb: number) {
-  let current = { rssMb: 0, heapMb: 0 };
-  let maxRssMb = 0;
-  let maxHeapMb = 0;
-  let exceeded: ((figures: MemoryFigures) => void) | undefined;
-  const sample = () => {
-    const { rss, heapUsed } = process.memoryUsage();
-    current = { rssMb: Math.round(rss / 2 ** 20), heapMb: Math.round(heapUsed / 2 ** 20) };
-    maxRssMb = Math.max(maxRssMb, current.rssMb);
-    maxHeapMb = Math.max(maxHeapMb, current.heapMb);
-    if (limitMb > 0 && current.rssMb > limitMb && exceeded) {
-      const callback = exceeded;
-      exceeded = undefined;
-      callback(figures());
-    }
-  };
-  const figures = (): MemoryFigures => ({ ...current, maxRssMb, maxHeapMb });
-  sample();
-  const timer = setInterval(sample, 100);
-  return {
-    figures,
-    peakRssMb: () => maxRssMb,
-    peakHeapMb: () => maxHeapMb,
-    onExceeded: (callback: (figures: MemoryFigures) => void) => {
-      exceeded = callback;
-    },
-    describe: () =>
-      `rss ${current.rssMb} MB (max ${maxRssMb}${limitMb ? ` / limit ${limitMb}` : ""}) heap ${current.heapMb} MB (max ${maxHeapMb})`,
-    stop: () => clearInterval(timer),
-  };
-}
-
-/**
- * V8 (Node, Deno) sizes its heap from the machine, not from MEMORY_LIMIT_MB, and on a
- * large machine lets garbage grow far beyond what it holds. In a container Node sizes
- * it from the limit itself (Deno does not). The memory guard's collections make up for
- * it; where the runtime would not let us collect, it has to be told.
- */
-function adviseOnHeap(limitMb: number) {
-  if (limitMb === 0 || "Bun" in globalThis) return;
-  const heapLimitMb = Math.round(v8.getHeapStatistics().heap_size_limit / 2 ** 20);
-  if (heapLimitMb <= 2 * limitMb) return;
-  const flags = [`--max-old-space-size=${limitMb}`, "--max-semi-space-size=1"];
-  console.error(
-    `note: the heap may grow to ${heapLimitMb} MB here, far above MEMORY_LIMIT_MB=${limitMb}. To behave as in a pod with that limit, start with NODE_OPTIONS="${flags.join(" ")}" (Node) or DENO_V8_FLAGS=${flags.join(",")} (Deno).`,
-  );
-}
-
-/**
- * Bun's fetch opens at most 256 connections (BUN_CONFIG_MAX_HTTP_REQUESTS) and queues
- * further calls inside the runtime, where their timeout is already running.
- */
-function adviseOnBunConnections(concurrency: number) {
-  if (!("Bun" in globalThis)) return;
-  const connections = Number(process.env.BUN_CONFIG_MAX_HTTP_REQUESTS || 256);
-  if (concurrency <= connections) return;
-  console.error(
-    `note: CONCURRENCY=${concurrency} but Bun's fetch opens at most ${connections} connections; the rest would wait inside Bun and time out. Start with BUN_CONFIG_MAX_HTTP_REQUESTS=${concurrency}.`,
-  );
-}
-
-function runtime(): string {
-  if ("Bun" in globalThis) return `bun ${process.versions.bun}`;
-  if ("Deno" in globalThis) return `deno ${process.versions.deno}`;
-  return `node ${process.versions.node}`;
 }
 
 function fmt(n: number): string {
@@ -1864,66 +1578,82 @@ function round(n: number, digits: number): number {
   return Number(n.toFixed(digits));
 }
 
-// ---- Settings helpers (each script of this project carries its own, to stand alone;
-// exported here for the benchmark's strategy consumers) ----
+// ---- Settings reader: each script of this project carries the same copy, so that it
+// stands alone (tests/unit/drift.test.ts keeps the copies identical) ----
 
-export function text(fallback: string, doc: string) {
-  return z.string().trim().min(1, { error: "must not be empty" }).default(fallback).describe(doc);
+interface Setting<T> {
+  fallback: T;
+  doc: string;
+  expected: string;
+  parse: (raw: string) => T | undefined; // undefined: not a valid value
 }
 
-export function wholeNumber(fallback: number, min: number, max: number, doc: string) {
-  const error = `expected a whole number from ${min} to ${max}`;
-  return z.coerce
-    .number({ error })
-    .int({ error })
-    .min(min, { error })
-    .max(max, { error })
-    .default(fallback)
-    .describe(doc);
+function text(fallback: string, doc: string, pattern = /\S/, expected = "text"): Setting<string> {
+  return { fallback, doc, expected, parse: (raw) => (pattern.test(raw) ? raw.trim() : undefined) };
 }
 
-export function flag(fallback: boolean, doc: string) {
-  return z.stringbool({ error: "expected true or false" }).default(fallback).describe(doc);
+function number(fallback: number, doc: string, min: number, max: number, whole = true) {
+  const expected = `${whole ? "a whole number" : "a number"} from ${min} to ${max}`;
+  const parse = (raw: string) => {
+    const n = Number(raw);
+    return n >= min && n <= max && (!whole || Number.isInteger(n)) ? n : undefined;
+  };
+  return { fallback, doc, expected, parse } satisfies Setting<number>;
 }
 
-function choice<const T extends readonly [string, ...string[]]>(
-  values: T,
-  fallback: T[number],
-  doc: string,
-) {
-  return z
-    .enum(values, { error: `expected one of ${values.join(", ")}` })
-    .default(fallback)
-    .describe(doc);
+function flag(fallback: boolean, doc: string): Setting<boolean> {
+  const parse = (raw: string) => ({ true: true, false: false })[raw.trim() as "true" | "false"];
+  return { fallback, doc, expected: "true or false", parse };
 }
 
-/** Reads the settings from the environment; --help lists them; a bad one exits 2. */
-export function loadSettings<S extends z.ZodRawShape>(
-  shape: S,
-  check?: (settings: z.infer<z.ZodObject<S>>) => [string, string] | undefined,
-): z.infer<z.ZodObject<S>> {
-  if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    console.log(`Settings of ${process.argv[1]?.split("/").pop()}, from environment variables:`);
-    for (const [name, field] of Object.entries(shape) as [string, z.ZodDefault][]) {
-      const fallback = field.def.defaultValue;
-      const shown = fallback === "" ? "" : ` [default: ${fallback}]`;
-      console.log(`  ${name.padEnd(20)} ${field.description}${shown}`);
+/** Reads settings from the environment (unset or empty: the default); a bad one exits 2. */
+function readSettings<S extends Record<string, Setting<unknown>>>(spec: S, exitCodes: string) {
+  const help = process.argv.includes("--help");
+  if (help) console.log(`Settings of ${process.argv[1]?.split("/").pop()}, from the environment:`);
+  const values: Record<string, unknown> = {};
+  let bad = false;
+  for (const [name, { fallback, doc, expected, parse }] of Object.entries(spec)) {
+    if (help) console.log(`  ${name.padEnd(20)} ${doc} [default: ${fallback}]`);
+    const raw = process.env[name];
+    values[name] = raw === undefined || raw === "" ? fallback : parse(raw);
+    if (values[name] !== undefined) continue;
+    console.error(`Bad setting ${name}=${JSON.stringify(raw)}: expected ${expected}`);
+    bad = true;
+  }
+  if (help) console.log(`Exit codes: ${exitCodes}.`);
+  if (help || bad) process.exit(help ? 0 : 2);
+  return values as { [K in keyof S]: S[K]["fallback"] };
+}
+// ---- Memory figures: every consumer of this project carries the same copy
+// (tests/unit/drift.test.ts keeps the copies identical) ----
+
+/**
+ * Samples resident memory (RSS: what a container's limit counts) and the JS heap every
+ * 100 ms, keeps the peaks, and calls `onExceeded` once when RSS passes `limitMb`
+ * (0: never), as a pod is killed at its limit.
+ */
+function watchMemory(limitMb: number, onExceeded: (rssMb: number) => void) {
+  const figures = { rssMb: 0, heapMb: 0, peakRssMb: 0, peakHeapMb: 0 };
+  const sample = () => {
+    const { rss, heapUsed } = process.memoryUsage();
+    figures.rssMb = Math.round(rss / 2 ** 20);
+    figures.heapMb = Math.round(heapUsed / 2 ** 20);
+    figures.peakRssMb = Math.max(figures.peakRssMb, figures.rssMb);
+    figures.peakHeapMb = Math.max(figures.peakHeapMb, figures.heapMb);
+    if (limitMb > 0 && figures.rssMb > limitMb) {
+      clearInterval(timer);
+      onExceeded(figures.rssMb);
     }
-    console.log(
-      `Exit codes: 0 done or stopped cleanly, 1 Kafka unreachable or failed, 2 bad setting, ${EXIT_MEMORY_LIMIT} memory limit exceeded, ${EXIT_API_UNREACHABLE} API unreachable.`,
-    );
-    process.exit(0);
-  }
-  const result = z.object(shape).safeParse(process.env);
-  const problems = result.success
-    ? [check?.(result.data)].filter((problem) => problem !== undefined)
-    : result.error.issues.map((issue): [string, string] => [String(issue.path[0]), issue.message]);
-  if (result.success && problems.length === 0) return result.data;
-  for (const [name, message] of problems) {
-    console.error(`Bad setting ${name}=${JSON.stringify(process.env[name])}: ${message}`);
-  }
-  console.error("Run with --help to see every setting.");
-  process.exit(2);
+  };
+  const timer = setInterval(sample, 100);
+  sample();
+  return { figures, stop: () => clearInterval(timer) };
+}
+
+function runtimeName(): string {
+  if ("Bun" in globalThis) return `bun ${process.versions.bun}`;
+  if ("Deno" in globalThis) return `deno ${process.versions.deno}`;
+  return `node ${process.versions.node}`;
 }
 
 if (import.meta.main) await main();
