@@ -42,7 +42,7 @@ export interface MockApi {
 }
 
 /** Met once the API has answered 201 for `count` distinct ids since its last reset. */
-export function answered(api: MockApi, count: number): StopCondition {
+export function answered(api: Pick<MockApi, "stats">, count: number): StopCondition {
   return { met: async () => (await api.stats()).distinctSucceeded >= count };
 }
 

@@ -33,7 +33,7 @@ describe("deliberate copies stay identical", () => {
       it(`${name} is the same in ${carriers.join(", ")}`, () => {
         const copies = carriers.map((script) => [script, declaration(source(script), name)]);
         for (const [script, copy] of copies) expect(copy, `${name} in ${script}`).toBeDefined();
-        const [[firstScript, first]] = copies as [string, string][];
+        const [firstScript, first] = copies[0] as [string, string];
         for (const [script, copy] of copies) {
           expect(copy, `${name}: ${script} differs from ${firstScript}`).toBe(first);
         }
