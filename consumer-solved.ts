@@ -72,43 +72,24 @@ if (settings.LOW_WATERMARK >= settings.HIGH_WATERMARK) {
 }
 const topic = settings.KAFKA_TOPIC;
 const dlqTopic = settings.DLQ_TOPIC || `${topic}.dlq`;
+const caps: Limits = {
+  messages: settings.HIGH_WATERMARK,
+  bytes: settings.MAX_BUFFERED_BYTES,
+  uncommitted: settings.MAX_UNCOMMITTED,
+};
 const [EXIT_KAFKA, EXIT_MEMORY_LIMIT, EXIT_API_UNREACHABLE] = [1, 3, 4];
 
 async function main() {
   // 1. Connect, with auto commit off: KafkaJS would commit messages that are only queued.
-  muteKafkaJsTimerWarning();
-  const kafka = new Kafka({
-    clientId: "consumer-solved",
-    brokers: settings.KAFKA_BROKERS.split(","),
-    logCreator: () => logKafka,
-    connectionTimeout: 3_000,
-    retry: { retries: 5, maxRetryTime: 5_000 },
-  });
-  const consumer = kafka.consumer({
-    groupId: settings.KAFKA_GROUP_ID,
-    maxWaitTimeInMs: settings.FETCH_MAX_WAIT_MS, // also how long KafkaJS sleeps while paused
-    // A fetch response is held whole while its messages are handed over: keep it small.
-    maxBytes: fetchBytes(),
-    maxBytesPerPartition: fetchBytes(),
-  });
-  const dlq = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
-  await connect(kafka, consumer, dlq);
+  const { kafka, consumer, dlq } = await connect();
 
   // 2. Bound what is held: messages, bytes, uncommitted offsets and the process's memory.
   //    Pause at the high watermark, resume at the low one, so the queue never runs dry.
   const stats = newStats();
   const tracker = new OffsetTracker();
   const limit = new AdaptiveLimit(settings.CONCURRENCY);
-  const api = new ApiHealth(settings.API_UNREACHABLE_MS);
-  const high = {
-    messages: settings.HIGH_WATERMARK,
-    bytes: settings.MAX_BUFFERED_BYTES,
-    uncommitted: settings.MAX_UNCOMMITTED,
-  };
-  const watermarks = new Watermarks(high, settings.LOW_WATERMARK / settings.HIGH_WATERMARK);
-  const collect = garbageCollector();
-  const guard = new MemoryGuard(settings.MEMORY_LIMIT_MB, residentMb, collect);
-  adviseOnMemory(collect !== undefined);
+  const watermarks = new Watermarks(caps, settings.LOW_WATERMARK / settings.HIGH_WATERMARK);
+  const guard = new MemoryGuard(settings.MEMORY_LIMIT_MB, residentMb, garbageCollector());
   const shutdown = new AbortController(); // aborted once the shutdown deadline passes
   shutdown.signal.addEventListener("abort", () => abortOpenCalls(shutdown.signal.reason));
   const queue = new WorkQueue<Job>({
@@ -118,7 +99,7 @@ async function main() {
     onSettled: () => applyFlow(),
     onError: (error) => {
       console.error("Handling a message failed, a bug:", error);
-      void stop(`handling a message failed: ${(error as Error).message}`, 1);
+      void stop(`handling a message failed: ${(error as Error).message}`, EXIT_KAFKA);
     },
   });
   let assigned = new Set<number>(); // the partitions this member owns
@@ -130,17 +111,20 @@ async function main() {
     memoryPressure: guard.pressure,
   });
   const applyFlow = (nextBytes = 0) => {
-    if (stopping) return;
-    const change = watermarks.update(load(), nextBytes);
+    const change = stopping ? undefined : watermarks.update(load(), nextBytes);
     if (change === "pause") stats.pauses++;
     if (change) consumer[change]([{ topic }]);
   };
+  const guardTimer = setInterval(() => {
+    guard.check(); // memory is a watermark too
+    applyFlow();
+  }, 50);
 
   // 3. Admit: eachMessage only queues the message and returns, so KafkaJS keeps
   //    heartbeating; the queue, not KafkaJS, decides how much work is open.
-  const loading = new Map<number, Promise<void>>(); // done offsets of a previous owner
+  const previousOwners = doneOffsetsLoader(kafka, tracker, stats, () => assigned);
   const admit = async (partition: number, message: KafkaMessage) => {
-    await loading.get(partition);
+    await previousOwners.loaded(partition);
     const offset = Number(message.offset);
     if (assigned.has(partition) && tracker.skip(partition, offset)) {
       stats.skipped++; // done before a crash or handover: counts for the commit only
@@ -169,33 +153,25 @@ async function main() {
 
   // 4. Process: at most `limit.current` calls run; each message ends processed or
   //    dead-lettered. A call waiting to be retried gives its slot to the next meanwhile.
+  const api = new ApiHealth(settings.API_UNREACHABLE_MS);
   const gate = rebalanceGate();
-  const context = {
-    limit,
-    api,
-    stats,
-    signal: shutdown.signal,
-    waitToRetry: (ms: number) => queue.withoutSlot(sleep(ms, shutdown.signal)),
-  };
+  const { signal } = shutdown;
+  const waitToRetry = (ms: number) => queue.withoutSlot(sleep(ms, signal));
   const handle = async (job: Job) => {
     try {
-      if (shutdown.signal.aborted) return; // past the shutdown deadline: abandoned
+      if (signal.aborted) return; // past the shutdown deadline: abandoned
       await gate.passed(); // no new call while the group rebalances
       if (!assigned.has(job.partition)) {
         stats.droppedOnRevoke++; // lost meanwhile: its next owner does it
         return;
       }
-      const outcome = await processMessage(job, context);
-      if (outcome.deadLetter) {
-        await deadLetter(dlq, job, outcome.deadLetter, shutdown.signal);
-        stats.deadLettered++;
-        if (outcome.malformed) stats.malformed++;
-      } else {
-        stats.processed++;
-      }
+      const outcome = await processMessage(job, { limit, api, stats, signal, waitToRetry });
+      if (outcome.deadLetter) await deadLetter(dlq, job, outcome.deadLetter, signal);
+      stats[outcome.deadLetter ? "deadLettered" : "processed"]++;
+      if (outcome.malformed) stats.malformed++;
       tracker.complete(job.partition, job.offset, job.epoch);
     } catch (error) {
-      if (!shutdown.signal.aborted) throw error; // a bug: the queue's onError says so
+      if (!signal.aborted) throw error; // a bug: the queue's onError says so
     }
   };
 
@@ -204,29 +180,23 @@ async function main() {
   const commit = committer(consumer, tracker, stats, () => assigned);
   const commitTimer = setInterval(commit, settings.COMMIT_INTERVAL_MS);
 
-  // 6. Rebalance: commit what is done while we own it; start no call until the group
-  //    is back; forget the partitions we lost (their queued messages are dropped, never
-  //    committed); read what the previous owner of each gained one listed as done.
+  // 6. Rebalance: commit what is done while we own it, and start no call until the
+  //    group is back. Then forget the partitions we lost (their queued messages are
+  //    dropped, never committed) and read what the previous owner of each gained one
+  //    listed as done.
   consumer.on(consumer.events.REBALANCING, () => {
     void commit();
     if (!stopping) gate.close();
   });
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
     const now = new Set(payload.memberAssignment[topic] ?? []);
-    for (const partition of assigned) {
-      if (now.has(partition)) continue;
+    for (const partition of [...assigned].filter((p) => !now.has(p))) {
       stats.droppedOnRevoke += queue.dropPartition(partition);
       tracker.revoke(partition);
     }
     const gained = [...now].filter((partition) => !assigned.has(partition));
     assigned = now;
-    if (settings.COMMIT_METADATA && gained.length > 0) {
-      const loaded = loadDone(kafka, gained, tracker, stats, () => assigned);
-      for (const partition of gained) loading.set(partition, loaded);
-      void loaded.then(() => {
-        for (const p of gained) if (loading.get(p) === loaded) loading.delete(p);
-      });
-    }
+    if (settings.COMMIT_METADATA) previousOwners.load(gained);
     if (watermarks.paused) consumer.pause([{ topic }]); // KafkaJS forgets it on a restart
     void commit(); // what a rebalance refused, again in the new generation
     gate.open();
@@ -244,59 +214,23 @@ async function main() {
     if (stopping) return;
     stopping = true;
     gate.open();
-    try {
-      consumer.pause([{ topic }]);
-    } catch {
-      // not running yet: nothing to pause
-    }
+    pauseIfRunning(consumer);
     const deadline = setTimeout(() => shutdown.abort(), graceMs);
     const openAtStop = queue.queued + queue.inFlight;
     await queue.drained();
     clearTimeout(deadline);
-    stats.abandoned = tracker.unfinished; // not processed: the next owner does them
+    stats.abandoned = tracker.unfinished; // not processed: whoever comes next does them
     clearInterval(commitTimer);
     await commit();
-    await consumer.disconnect().catch(() => {});
-    await dlq.disconnect().catch(() => {});
+    await Promise.all([consumer.disconnect(), dlq.disconnect()]).catch(() => {});
     stats.notCommitted = tracker.awaitingCommit; // processed, but the last commit failed
-    const failed = stats.lastCommitError || "the broker did not confirm";
-    console.error(
-      `${reason}: ${openAtStop} messages were queued or in flight; ${stats.abandoned} left unfinished${stats.notCommitted ? `; ${stats.notCommitted} processed but not committed (${failed}), to be delivered again` : ""}`,
-    );
-    exit(reason, exitCode);
+    reportStop(reason, openAtStop, stats);
+    report.exit(reason, exitCode);
   }
 
-  // Instrumentation: the status line, the memory ceiling, the API watchdog, the summary.
-  const parts = { stats, queue, tracker, limit, watermarks, guard, assigned: () => assigned };
-  const memory = watchMemory(settings.MEMORY_LIMIT_MB, (rssMb) =>
-    queueMicrotask(() => {
-      console.log(
-        `MEMORY LIMIT EXCEEDED: rss ${rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB; exiting with code ${EXIT_MEMORY_LIMIT}, as a pod would be killed`,
-      );
-      exit("memory limit exceeded", EXIT_MEMORY_LIMIT);
-    }),
-  );
-  const guardTimer = setInterval(() => {
-    const before = guard.pressure;
-    if (guard.check() !== before) applyFlow();
-  }, 50);
-  const statusTimer = setInterval(() => {
-    printStatus(statusOf(parts, memory.figures));
-    const silence = api.unreachableFor();
-    if (silence === undefined || stopping) return;
-    console.error(
-      `The API at ${settings.API_URL} has not answered for ${Math.round(silence / 1_000)} s (last error: ${api.lastError}). Giving up: what is processed gets committed, the rest will be redelivered.`,
-    );
-    void stop("API unreachable", EXIT_API_UNREACHABLE, 0); // its calls would only retry
-  }, settings.STATUS_INTERVAL_MS);
-  function exit(reason: string, exitCode: number) {
-    for (const timer of [statusTimer, guardTimer]) clearInterval(timer);
-    memory.stop();
-    printStatus(statusOf(parts, memory.figures));
-    console.log(JSON.stringify(summaryOf(parts, memory.figures, reason, exitCode)));
-    process.exit(exitCode);
-  }
-
+  // The status line, the memory ceiling (exit 3) and the API watchdog (exit 4).
+  const parts = { stats, queue, tracker, limit, watermarks, guard, api };
+  const report = startReporting({ ...parts, assigned: () => assigned }, stop, guardTimer);
   await consumer.run({
     autoCommit: false,
     eachMessage: ({ partition, message }) => admit(partition, message),
@@ -305,12 +239,28 @@ async function main() {
 
 // ---- 1. Connect ----
 
-/** Connects the consumer and the dead-letter producer, and subscribes; exit 1 if not. */
-async function connect(kafka: Kafka, consumer: Consumer, producer: Producer) {
+/** The clients, connected and subscribed; exit 1 saying what failed if they cannot be. */
+async function connect() {
+  muteKafkaJsTimerWarning(); // a harmless warning of KafkaJS on Node, see below
+  const kafka = new Kafka({
+    clientId: "consumer-solved",
+    brokers: settings.KAFKA_BROKERS.split(","),
+    logCreator: () => logKafka,
+    connectionTimeout: 3_000,
+    retry: { retries: 5, maxRetryTime: 5_000 },
+  });
+  const consumer = kafka.consumer({
+    groupId: settings.KAFKA_GROUP_ID,
+    maxWaitTimeInMs: settings.FETCH_MAX_WAIT_MS, // also how long KafkaJS sleeps while paused
+    // A fetch response is held whole while its messages are handed over: keep it small.
+    maxBytes: fetchBytes(),
+    maxBytesPerPartition: fetchBytes(),
+  });
+  const dlq = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
   const admin = kafka.admin();
   try {
     await admin.connect();
-    await Promise.all([consumer.connect(), producer.connect()]);
+    await Promise.all([consumer.connect(), dlq.connect()]);
     // Create the dead-letter topic up front; where topics cannot be created, it must exist.
     await admin
       .createTopics({ topics: [{ topic: dlqTopic }], waitForLeaders: true })
@@ -324,6 +274,7 @@ async function connect(kafka: Kafka, consumer: Consumer, producer: Producer) {
   } finally {
     await admin.disconnect();
   }
+  return { kafka, consumer, dlq };
 }
 
 /** What a failure to connect and subscribe means: no broker, no topic, no access, or else. */
@@ -1235,29 +1186,44 @@ export function mergeRuns(a: readonly OffsetRun[], b: readonly OffsetRun[], from
 
 // ---- 6. Rebalance ----
 
-/** Reads what the previous owners of `partitions` listed as done, for the tracker to skip. */
-async function loadDone(
+/**
+ * Reads, for gained partitions, the offsets their previous owner listed as done, for the
+ * tracker to skip; `loaded(partition)` resolves once that partition's are known.
+ */
+function doneOffsetsLoader(
   kafka: Kafka,
-  partitions: number[],
   tracker: OffsetTracker,
   stats: Stats,
   owned: () => Set<number>,
 ) {
-  try {
-    for (const [partition, decoded] of await readDone(kafka, partitions)) {
-      if (!owned().has(partition)) continue;
-      if (decoded.kind === "done") tracker.preload(partition, decoded.runs);
-      if (decoded.kind !== "ignored") continue;
-      stats.metadataIgnored++;
+  const loading = new Map<number, Promise<void>>();
+  const read = async (partitions: number[]) => {
+    try {
+      for (const [partition, decoded] of await readDone(kafka, partitions)) {
+        if (!owned().has(partition)) continue;
+        if (decoded.kind === "done") tracker.preload(partition, decoded.runs);
+        if (decoded.kind !== "ignored") continue;
+        stats.metadataIgnored++;
+        console.error(
+          `warning: ignoring the commit metadata of ${topic}/${partition} (${decoded.reason}); its messages after the committed offset are all processed`,
+        );
+      }
+    } catch (error) {
       console.error(
-        `warning: ignoring the commit metadata of ${topic}/${partition} (${decoded.reason}); its messages after the committed offset are all processed`,
+        `warning: could not read the committed metadata (${(error as Error).message}); processing everything after the committed offsets`,
       );
     }
-  } catch (error) {
-    console.error(
-      `warning: could not read the committed metadata (${(error as Error).message}); processing everything after the committed offsets`,
-    );
-  }
+  };
+  return {
+    load(partitions: number[]) {
+      if (partitions.length === 0) return;
+      const done = read(partitions).then(() => {
+        for (const p of partitions) if (loading.get(p) === done) loading.delete(p);
+      });
+      for (const p of partitions) loading.set(p, done);
+    },
+    loaded: (partition: number) => loading.get(partition),
+  };
 }
 
 /** The done offsets in the commit metadata of `partitions`; retried, then given up. */
@@ -1362,6 +1328,7 @@ function newStats() {
 type Stats = ReturnType<typeof newStats>;
 
 interface Parts {
+  api: ApiHealth;
   stats: Stats;
   queue: WorkQueue<Job>;
   tracker: OffsetTracker;
@@ -1417,6 +1384,59 @@ export function statusText(s: ReturnType<typeof statusOf>): string {
   const flow = `queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit}${s.paused ? " paused" : ""}`;
   const rest = `uncommitted ${fmt(s.uncommitted)} dlq ${fmt(s.deadLettered)} rss ${s.rssMb} MB`;
   return `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s) ${flow} ${rest}`;
+}
+
+/**
+ * Prints the status line every STATUS_INTERVAL_MS; exits 4 through `stop` once the API
+ * has been silent API_UNREACHABLE_MS; exits 3 past MEMORY_LIMIT_MB, as a pod is killed.
+ * `exit` prints the last status line and the summary, and exits.
+ */
+function startReporting(
+  parts: Parts,
+  stop: (reason: string, exitCode: number, graceMs?: number) => Promise<void>,
+  guardTimer: ReturnType<typeof setInterval>,
+) {
+  adviseOnMemory(garbageCollector() !== undefined);
+  const memory = watchMemory(settings.MEMORY_LIMIT_MB, (rssMb) => {
+    console.log(
+      `MEMORY LIMIT EXCEEDED: rss ${rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB; exiting with code ${EXIT_MEMORY_LIMIT}, as a pod would be killed`,
+    );
+    queueMicrotask(() => exit("memory limit exceeded", EXIT_MEMORY_LIMIT));
+  });
+  const statusTimer = setInterval(() => {
+    printStatus(statusOf(parts, memory.figures));
+    const silence = parts.api.unreachableFor();
+    if (silence === undefined) return;
+    console.error(
+      `The API at ${settings.API_URL} has not answered for ${Math.round(silence / 1_000)} s (last error: ${parts.api.lastError}). Giving up: what is processed gets committed, the rest will be redelivered.`,
+    );
+    void stop("API unreachable", EXIT_API_UNREACHABLE, 0); // its calls would only retry
+  }, settings.STATUS_INTERVAL_MS);
+  const exit = (reason: string, exitCode: number) => {
+    for (const timer of [statusTimer, guardTimer]) clearInterval(timer);
+    memory.stop();
+    printStatus(statusOf(parts, memory.figures));
+    console.log(JSON.stringify(summaryOf(parts, memory.figures, reason, exitCode)));
+    process.exit(exitCode);
+  };
+  return { exit };
+}
+
+function reportStop(reason: string, openAtStop: number, stats: Stats) {
+  const lost = stats.notCommitted
+    ? `; ${stats.notCommitted} processed but not committed (${stats.lastCommitError || "the broker did not confirm"}), to be delivered again`
+    : "";
+  console.error(
+    `${reason}: ${openAtStop} messages were queued or in flight; ${stats.abandoned} left unfinished${lost}`,
+  );
+}
+
+function pauseIfRunning(consumer: Consumer) {
+  try {
+    consumer.pause([{ topic }]);
+  } catch {
+    // not running yet: nothing to pause
+  }
 }
 
 function printStatus(status: ReturnType<typeof statusOf>) {

@@ -335,18 +335,25 @@ describe("WorkQueue", () => {
     expect(q.queue.queued + q.queue.inFlight).toBe(0);
   });
 
-  it("treats a job that throws (abandoned at shutdown) as settled", async () => {
+  it("settles a job that throws and hands the error to onError, never swallows it", async () => {
+    // Issue 14: a bug in `run` used to vanish, and commits stalled behind that offset.
+    const errors: unknown[] = [];
     const queue = new WorkQueue<TestJob>({
       concurrency: () => 1,
       keyOrdering: false,
-      run: async () => {
-        throw new Error("aborted");
+      run: async (j) => {
+        throw new Error(`bug in job ${j.id}`);
       },
+      onError: (error, j) => errors.push([(error as Error).message, j.id]),
     });
     queue.push(job(0));
     queue.push(job(1));
     await queue.drained();
     expect(queue.inFlight).toBe(0);
+    expect(errors).toEqual([
+      ["bug in job 0", 0],
+      ["bug in job 1", 1],
+    ]);
   });
 });
 
@@ -357,6 +364,7 @@ describe("WorkQueue", () => {
  */
 function retryingQueue(concurrency: number, keyOrdering = false) {
   const attempts: string[] = [];
+  const errors: unknown[] = [];
   const steps = new Map<number, (step: "wait" | "finish") => void>();
   const waits = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
   let limit = concurrency;
@@ -373,6 +381,7 @@ function retryingQueue(concurrency: number, keyOrdering = false) {
         attempts.push(`${job.id} again`);
       }
     },
+    onError: (error) => errors.push(error), // an aborted wait, as the consumer's shutdown
   });
   const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
   const step = async (id: number, what: "wait" | "finish") => {
