@@ -10,7 +10,7 @@
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-solved.ts
- *   deno: deno add npm:kafkajs && deno run DENO_FLAGS consumer-solved.ts
+ *   deno: deno add npm:kafkajs && deno run --allow-net --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS --allow-read=/proc/self/cgroup,/sys/fs/cgroup consumer-solved.ts
  *   node: npm i kafkajs && node consumer-solved.ts        (Node 22.18 or later)
  */
 
@@ -19,14 +19,7 @@ import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import v8 from "node:v8";
 import vm from "node:vm";
-import {
-  type Consumer,
-  Kafka,
-  type KafkaMessage,
-  logLevel,
-  Partitioners,
-  type Producer,
-} from "kafkajs";
+import { Kafka, type KafkaMessage, type LogEntry, logLevel, Partitioners } from "kafkajs";
 
 const settings = readSettings(
   {
@@ -36,9 +29,9 @@ const settings = readSettings(
     API_URL: text("http://127.0.0.1:3000/users", "where messages go", /^https?:\/\/\S+$/, "a URL"),
     CONCURRENCY: number(200, "HTTP calls in flight at most", 1, 10_000),
     HIGH_WATERMARK: number(2_000, "queued messages at which fetching pauses", 1, 1e7),
-    LOW_WATERMARK: number(1e3, "queued to resume at (bytes, uncommitted: the same share)", 0, 1e7),
+    LOW_WATERMARK: number(1e3, "resume here; the byte and uncommitted caps at LOW/HIGH", 0, 1e7),
     MAX_BUFFERED_BYTES: number(16 * 2 ** 20, "bytes held at which fetching pauses", 1, 2 ** 40),
-    MAX_UNCOMMITTED: number(10_000, "not yet committable at which fetching pauses", 1, 1e8),
+    MAX_UNCOMMITTED: number(10_000, "held, not committable, at which fetching pauses", 1, 1e8),
     COMMIT_INTERVAL_MS: number(1_000, "how often processed offsets are committed", 10, 36e5),
     COMMIT_METADATA: flag(true, "list the offsets done above each commit, to skip after a crash"),
     FETCH_MAX_WAIT_MS: number(100, "KafkaJS maxWaitTimeInMs: how late a resume can be", 1, 60_000),
@@ -51,12 +44,7 @@ const settings = readSettings(
     KEY_ORDERING: flag(false, "one message per key at a time, in offset order"),
     SHUTDOWN_TIMEOUT_MS: number(10_000, "on SIGINT/SIGTERM, time to finish the queue", 0, 36e5),
     FROM_BEGINNING: flag(true, "start at the oldest message if the group has no offset"),
-    MEMORY_LIMIT_MB: number(
-      containerLimitMb() ?? 256,
-      "RSS budget; exit 3 past it (0: off)",
-      0,
-      1e6,
-    ),
+    MEMORY_LIMIT_MB: number(containerLimitMb() ?? 256, "RSS budget; past it, exit 3", 0, 1e6),
     STATUS_INTERVAL_MS: number(500, "how often to print the status line", 50, 36e5),
     STATUS_FORMAT: text("text", "status lines as text or json", /^(text|json)$/, "text or json"),
   },
@@ -64,15 +52,13 @@ const settings = readSettings(
 );
 if (settings.LOW_WATERMARK >= settings.HIGH_WATERMARK) {
   const raw = JSON.stringify(process.env.LOW_WATERMARK ?? String(settings.LOW_WATERMARK));
-  console.error(
-    `Bad setting LOW_WATERMARK=${raw}: must be below HIGH_WATERMARK (${settings.HIGH_WATERMARK})`,
-  );
-  console.error("Run with --help to see every setting.");
+  const must = `must be below HIGH_WATERMARK (${settings.HIGH_WATERMARK})`;
+  console.error(`Bad setting LOW_WATERMARK=${raw}: ${must}\nRun with --help to see every setting.`);
   process.exit(2);
 }
 const topic = settings.KAFKA_TOPIC;
 const dlqTopic = settings.DLQ_TOPIC || `${topic}.dlq`;
-const caps: Limits = {
+const caps = {
   messages: settings.HIGH_WATERMARK,
   bytes: settings.MAX_BUFFERED_BYTES,
   uncommitted: settings.MAX_UNCOMMITTED,
@@ -97,10 +83,7 @@ async function main() {
     keyOrdering: settings.KEY_ORDERING,
     run: (job) => handle(job),
     onSettled: () => applyFlow(),
-    onError: (error) => {
-      console.error("Handling a message failed, a bug:", error);
-      void stop(`handling a message failed: ${(error as Error).message}`, EXIT_KAFKA);
-    },
+    onError: (error) => void stop(aBug(error), EXIT_KAFKA), // say so, commit, exit 1
   });
   let assigned = new Set<number>(); // the partitions this member owns
   let stopping = false;
@@ -180,10 +163,9 @@ async function main() {
   const commit = committer(consumer, tracker, stats, () => assigned);
   const commitTimer = setInterval(commit, settings.COMMIT_INTERVAL_MS);
 
-  // 6. Rebalance: commit what is done while we own it, and start no call until the
-  //    group is back. Then forget the partitions we lost (their queued messages are
-  //    dropped, never committed) and read what the previous owner of each gained one
-  //    listed as done.
+  // 6. Rebalance: commit what is done while we own it; start no call until the group is
+  //    back; forget lost partitions (their queued messages are dropped, never committed);
+  //    read what the previous owner of each gained one listed as done.
   consumer.on(consumer.events.REBALANCING, () => {
     void commit();
     if (!stopping) gate.close();
@@ -239,7 +221,7 @@ async function main() {
 
 // ---- 1. Connect ----
 
-/** The clients, connected and subscribed; exit 1 saying what failed if they cannot be. */
+/** The clients, connected and subscribed; if they cannot be, exit 1 saying what failed. */
 async function connect() {
   muteKafkaJsTimerWarning(); // a harmless warning of KafkaJS on Node, see below
   const kafka = new Kafka({
@@ -262,11 +244,11 @@ async function connect() {
     await admin.connect();
     await Promise.all([consumer.connect(), dlq.connect()]);
     // Create the dead-letter topic up front; where topics cannot be created, it must exist.
-    await admin
-      .createTopics({ topics: [{ topic: dlqTopic }], waitForLeaders: true })
-      .catch((error: Error) => {
-        console.error(`could not create ${dlqTopic} (${error.message}); it must exist already`);
-      });
+    if (!(await admin.listTopics()).includes(dlqTopic)) {
+      await admin
+        .createTopics({ topics: [{ topic: dlqTopic }], waitForLeaders: true })
+        .catch((error: Error) => console.error(`could not create ${dlqTopic}: ${error.message}`));
+    }
     await consumer.subscribe({ topics: [topic], fromBeginning: settings.FROM_BEGINNING });
   } catch (error) {
     console.error(connectFailure(error, settings.KAFKA_BROKERS, topic));
@@ -276,16 +258,16 @@ async function connect() {
   }
   return { kafka, consumer, dlq };
 }
+type Consumer = Awaited<ReturnType<typeof connect>>["consumer"];
+type Producer = Awaited<ReturnType<typeof connect>>["dlq"];
 
 /** What a failure to connect and subscribe means: no broker, no topic, no access, or else. */
 export function connectFailure(error: unknown, brokers: string, topic: string): string {
-  const chain: { name?: string; type?: string; message?: string; cause?: unknown }[] = [];
-  for (let e = error as (typeof chain)[number] | undefined; e && chain.length < 5; ) {
-    chain.push(e);
-    e = e.cause as (typeof chain)[number] | undefined;
-  }
+  type Cause = { name?: string; type?: string; message?: string; cause?: Cause } | undefined;
+  const chain: Cause[] = [];
+  for (let e = error as Cause; e && chain.length < 5; e = e.cause) chain.push(e);
   const message = chain[0]?.message ?? String(error);
-  const found = (pattern: RegExp) => chain.some((e) => pattern.test(`${e.type} ${e.name}`));
+  const found = (pattern: RegExp) => chain.some((e) => pattern.test(`${e?.type} ${e?.name}`));
   if (found(/UNKNOWN_TOPIC_OR_PARTITION/)) {
     return `Topic ${topic} does not exist at ${brokers} (producer.ts creates it): ${message}`;
   }
@@ -298,16 +280,9 @@ export function connectFailure(error: unknown, brokers: string, topic: string): 
 
 // ---- 2. Bound ----
 
-export interface Limits {
-  messages: number;
-  bytes: number;
-  uncommitted: number;
-}
-
-export interface Load extends Limits {
-  /** the process is near its memory budget even after a collection */
-  memoryPressure?: boolean;
-}
+export type Limits = Record<"messages" | "bytes" | "uncommitted", number>;
+/** `memoryPressure`: the process is near its memory budget even after a collection. */
+export type Load = Limits & { memoryPressure?: boolean };
 
 /**
  * Pause when any measure reaches its high mark; resume only when every one is back at
@@ -329,25 +304,25 @@ export class Watermarks {
     };
   }
 
-  /** The change the load calls for; `nextBytes`: pause already if a message that big won't fit. */
+  /** The change the load calls for; `nextBytes`: pause already if that would not fit. */
   update(load: Load, nextBytes = 0): "pause" | "resume" | undefined {
     const { high, low } = this;
-    if (!this.paused) {
-      if (
-        load.messages >= high.messages ||
+    const bytesCap = load.memoryPressure ? 4 : 1;
+    if (
+      !this.paused &&
+      (load.messages >= high.messages ||
         load.bytes + nextBytes > high.bytes ||
-        load.bytes >= high.bytes ||
-        load.uncommitted >= high.uncommitted ||
-        (load.memoryPressure && load.bytes >= high.bytes / 4)
-      ) {
-        this.paused = true;
-        return "pause";
-      }
-    } else if (
+        load.bytes * bytesCap >= high.bytes ||
+        load.uncommitted >= high.uncommitted)
+    ) {
+      this.paused = true;
+      return "pause";
+    }
+    if (
+      this.paused &&
       load.messages <= low.messages &&
-      load.bytes <= low.bytes &&
-      load.uncommitted <= low.uncommitted &&
-      (!load.memoryPressure || load.bytes <= low.bytes / 4)
+      load.bytes * bytesCap <= low.bytes &&
+      load.uncommitted <= low.uncommitted
     ) {
       this.paused = false;
       return "resume";
@@ -367,8 +342,7 @@ export class Watermarks {
  * way to the API, and a collector that sees a heap far smaller than the machine runs
  * late: garbage, not the messages held, fills a pod. So past `collectAt` of the budget,
  * collect for every `collectEvery` of it taken in; if RSS is still past `pauseAt` after
- * one, report pressure (Watermarks shrinks the byte cap), collecting at most every
- * `minGapMs` while it lasts.
+ * one, report pressure, and collect at most every `minGapMs` while it lasts.
  */
 export class MemoryGuard {
   pressure = false;
@@ -389,13 +363,10 @@ export class MemoryGuard {
     collect: (() => void) | undefined,
     { collectAt = 0.5, pauseAt = 0.7, collectEvery = 1 / 16, minGapMs = 200 } = {},
   ) {
-    const off = budgetMb <= 0;
-    this.collectAtMb = off ? Number.POSITIVE_INFINITY : budgetMb * collectAt;
-    this.pauseAtMb = off ? Number.POSITIVE_INFINITY : budgetMb * pauseAt;
+    const budget = budgetMb > 0 ? budgetMb : Number.POSITIVE_INFINITY; // 0: off
+    [this.collectAtMb, this.pauseAtMb] = [budget * collectAt, budget * pauseAt];
     this.collectEveryBytes = Math.max(2 ** 20, budgetMb * 2 ** 20 * collectEvery);
-    this.#residentMb = residentMb;
-    this.#collect = collect;
-    this.#minGapMs = minGapMs;
+    [this.#residentMb, this.#collect, this.#minGapMs] = [residentMb, collect, minGapMs];
   }
 
   /** Counts bytes taken in; checks memory every quarter of `collectEvery`. */
@@ -414,8 +385,7 @@ export class MemoryGuard {
       (this.pressure && now - this.#lastCollection >= this.#minGapMs);
     if (rssMb >= this.collectAtMb && due && this.#collect) {
       this.#collect();
-      this.#lastCollection = now;
-      this.#bytesSinceCollection = 0;
+      [this.#lastCollection, this.#bytesSinceCollection] = [now, 0];
       this.collections++;
       rssMb = this.#residentMb();
     }
@@ -476,8 +446,7 @@ export class OffsetTracker {
   complete(partition: number, offset: number, epoch: number): void {
     const state = this.#partitions.get(partition);
     if (!state || state.epoch !== epoch) return;
-    // Only an offset still held counts: a stray one parked in `finished` would mark that
-    // offset done, unprocessed, the day Kafka hands it over.
+    // Only an offset still held counts: a stray one would be taken as done, unprocessed.
     const [head, last] = [state.taken[state.head], state.taken.at(-1)];
     if (head === undefined || last === undefined || offset < head || offset > last) return;
     state.version++;
@@ -508,8 +477,8 @@ export class OffsetTracker {
         const offset = state.position ?? state.first;
         const finished = toRuns([...state.finished].sort((a, b) => a - b));
         const skips = this.#skips.get(partition) ?? [];
-        const done = mergeRuns(finished, skips, offset);
         if ((skips.at(-1)?.[1] ?? 0) <= offset) this.#skips.delete(partition);
+        const done = mergeRuns(finished, skips, offset);
         result.push({ partition, offset, done, version: state.version });
       } else if (moved) {
         result.push({ partition, offset: state.position as number });
@@ -531,9 +500,8 @@ export class OffsetTracker {
 
   /** Whether the previous owner did this offset; if so, it is taken and done at once. */
   skip(partition: number, offset: number): boolean {
-    const runs = this.#skips.get(partition);
-    if (!runs) return false;
-    let [low, high] = [0, runs.length];
+    const runs = this.#skips.get(partition) ?? [];
+    let [low, high] = [0, runs.length]; // the first run that ends after `offset`
     while (low < high) {
       const middle = (low + high) >> 1;
       if ((runs[middle] as OffsetRun)[1] <= offset) low = middle + 1;
@@ -542,12 +510,11 @@ export class OffsetTracker {
     const run = runs[low];
     if (!run || offset < run[0]) return false;
     const epoch = this.track(partition, offset);
-    if (epoch === undefined) return false;
-    this.complete(partition, offset, epoch);
-    return true;
+    if (epoch !== undefined) this.complete(partition, offset, epoch);
+    return epoch !== undefined;
   }
 
-  /** Taken and not processed (queued, in flight, or abandoned at shutdown). */
+  /** Taken and not processed: queued, in flight, or abandoned at shutdown. */
   get unfinished(): number {
     let count = this.uncommitted;
     for (const state of this.#partitions.values()) count -= state.finished.size;
@@ -557,8 +524,8 @@ export class OffsetTracker {
   /** Processed but not yet committed: with `uncommitted`, what a crash would redeliver. */
   get awaitingCommit(): number {
     let count = 0;
-    for (const state of this.#partitions.values()) {
-      if (state.position !== undefined) count += state.position - (state.committed ?? state.first);
+    for (const { position, committed, first } of this.#partitions.values()) {
+      if (position !== undefined) count += position - (committed ?? first);
     }
     return count;
   }
@@ -577,19 +544,15 @@ export class OffsetTracker {
   }
 
   committedOffsets(): Map<number, number> {
-    const result = new Map<number, number>();
-    for (const [partition, { committed }] of this.#partitions) {
-      if (committed !== undefined) result.set(partition, committed);
-    }
-    return result;
+    const entries = [...this.#partitions].map(([p, { committed }]) => [p, committed] as const);
+    return new Map(entries.filter((entry): entry is [number, number] => entry[1] !== undefined));
   }
 
   /** Forgets a partition we no longer own; its later completions are ignored. */
   revoke(partition: number): void {
     this.#skips.delete(partition);
     const state = this.#partitions.get(partition);
-    if (!state) return;
-    this.uncommitted -= state.taken.length - state.head;
+    if (state) this.uncommitted -= state.taken.length - state.head;
     this.#partitions.delete(partition);
   }
 }
@@ -601,19 +564,20 @@ interface QueueItem {
 }
 
 export interface WorkQueueOptions<T> {
-  concurrency: () => number; // read before each start, so it may change
+  concurrency: () => number;
   keyOrdering: boolean;
   run: (job: T) => Promise<void>;
   onSettled?: (job: T) => void;
-  /** a job's `run` threw; by default the error is thrown again, uncaught */
   onError?: (error: unknown, job: T) => void;
 }
 
 /**
- * A FIFO that runs at most `concurrency()` jobs at once. With key ordering, jobs that
- * share a partition and key form a lane and run one after another, in order. `bytes`
- * counts every job from push until it settles, running ones included. A running job may
- * wait without its slot (`withoutSlot`, for a retry's backoff), then come back first.
+ * A FIFO that runs at most `concurrency()` jobs at once (read before each start). With
+ * key ordering, jobs that share a partition and key form a lane and run one after
+ * another, in order. `bytes` counts every job from push until it settles. A running job
+ * may wait without its slot (`withoutSlot`, for a retry's backoff), then come back first.
+ * A job whose `run` throws settles, and `onError` gets the error (by default it is
+ * thrown again, uncaught): a bug must not stall the commits silently.
  */
 export class WorkQueue<T extends QueueItem> {
   #ready: T[] = [];
@@ -651,15 +615,13 @@ export class WorkQueue<T extends QueueItem> {
   push(job: T): void {
     this.#bytes += job.bytes;
     const lane = this.#laneOf(job);
-    if (lane !== undefined) {
-      const busy = this.#lanes.get(lane);
-      if (busy) {
-        busy.waiting.push(job); // its key is taken: wait behind it
-        this.#waiting++;
-        return;
-      }
-      this.#lanes.set(lane, { running: false, waiting: [] });
+    const busy = lane === undefined ? undefined : this.#lanes.get(lane);
+    if (busy) {
+      busy.waiting.push(job); // its key is taken: wait behind it
+      this.#waiting++;
+      return;
     }
+    if (lane !== undefined) this.#lanes.set(lane, { running: false, waiting: [] });
     this.#ready.push(job);
     this.#pump();
   }
@@ -668,9 +630,8 @@ export class WorkQueue<T extends QueueItem> {
   dropPartition(partition: number): number {
     const before = this.queued;
     const keep = (job: T) => {
-      if (job.partition !== partition) return true;
-      this.#bytes -= job.bytes;
-      return false;
+      if (job.partition === partition) this.#bytes -= job.bytes;
+      return job.partition !== partition;
     };
     this.#ready = this.#ready.slice(this.#readyHead).filter(keep);
     this.#readyHead = 0;
@@ -716,9 +677,8 @@ export class WorkQueue<T extends QueueItem> {
   }
 
   #laneOf(job: T): string | undefined {
-    return this.#options.keyOrdering && job.key !== null
-      ? `${job.partition}\u0000${job.key}`
-      : undefined;
+    if (!this.#options.keyOrdering || job.key === null) return undefined;
+    return `${job.partition}\u0000${job.key}`;
   }
 
   #pump(): void {
@@ -741,17 +701,12 @@ export class WorkQueue<T extends QueueItem> {
       const lane = this.#laneOf(job);
       if (lane !== undefined) (this.#lanes.get(lane) as { running: boolean }).running = true;
       this.#inFlight++;
-      // A job that throws is a bug: it settles (its offset stays uncommitted) and says so.
-      const onError =
-        this.#options.onError ??
-        ((error: unknown) => {
-          throw error;
-        });
-      this.#options.run(job).then(
+      const { run, onError = (error: unknown) => Promise.reject(error) } = this.#options;
+      run(job).then(
         () => this.#settle(job),
         (error: unknown) => {
           this.#settle(job);
-          onError(error, job);
+          return onError(error, job);
         },
       );
     }
@@ -762,15 +717,13 @@ export class WorkQueue<T extends QueueItem> {
     this.#bytes -= job.bytes;
     const key = this.#laneOf(job);
     const lane = key === undefined ? undefined : this.#lanes.get(key);
-    if (key !== undefined && lane) {
-      const next = lane.waiting.shift();
-      if (next) {
-        this.#waiting--;
-        lane.running = false;
-        this.#ready.push(next);
-      } else {
-        this.#lanes.delete(key);
-      }
+    const next = lane?.waiting.shift();
+    if (lane && next) {
+      this.#waiting--;
+      lane.running = false;
+      this.#ready.push(next);
+    } else if (key !== undefined) {
+      this.#lanes.delete(key);
     }
     this.#pump();
     const waiters = this.#settledWaiters;
@@ -788,10 +741,8 @@ interface Job extends QueueItem {
   message: KafkaMessage;
 }
 
-interface Outcome {
-  deadLetter?: { reason: string; attempts: number };
-  malformed?: boolean;
-}
+type DeadLetter = { reason: string; attempts: number };
+type Outcome = { deadLetter?: DeadLetter; malformed?: boolean };
 
 interface ProcessContext {
   limit: AdaptiveLimit;
@@ -810,6 +761,7 @@ interface ProcessContext {
  */
 async function processMessage(job: Job, context: ProcessContext): Promise<Outcome> {
   const { limit, api, stats, signal, waitToRetry } = context;
+  const { API_URL, REQUEST_TIMEOUT_MS, RETRY_BASE_MS, RETRY_MAX_MS } = settings;
   const parsed = parseEvent(job.message.value);
   if ("problem" in parsed)
     return { deadLetter: { reason: parsed.problem, attempts: 0 }, malformed: true };
@@ -817,7 +769,7 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
   const key = `${topic}/${job.partition}/${job.offset}`; // the same on redelivery
   for (let attempt = 1, failures = 0; ; attempt++) {
     const startedAt = performance.now();
-    const answer = await callApi(settings.API_URL, body, settings.REQUEST_TIMEOUT_MS, signal, key);
+    const answer = await callApi(API_URL, body, REQUEST_TIMEOUT_MS, signal, key);
     api.record(answer);
     if (answer.kind === "ok") {
       limit.onSuccess();
@@ -828,28 +780,21 @@ async function processMessage(job: Job, context: ProcessContext): Promise<Outcom
         limit.onOverload(startedAt);
         stats.throttled++;
       }
-      const { RETRY_BASE_MS, RETRY_MAX_MS } = settings;
       await waitToRetry(
         throttledDelayMs(attempt, answer.retryAfterMs, RETRY_BASE_MS, RETRY_MAX_MS),
       );
       continue;
     }
-    if (answer.kind === "rejected")
-      return { deadLetter: { reason: answer.reason, attempts: attempt } };
-    if (++failures > settings.MAX_RETRIES) {
-      const reason = `${answer.reason} (${failures} failed attempts)`;
-      return { deadLetter: { reason, attempts: attempt } };
-    }
+    const last = answer.kind === "rejected" || ++failures > settings.MAX_RETRIES;
+    const reason =
+      answer.kind === "rejected" ? answer.reason : `${answer.reason} (${failures} failed attempts)`;
+    if (last) return { deadLetter: { reason, attempts: attempt } };
     stats.retries++;
-    await waitToRetry(backoffMs(failures, settings.RETRY_BASE_MS, settings.RETRY_MAX_MS));
+    await waitToRetry(backoffMs(failures, RETRY_BASE_MS, RETRY_MAX_MS));
   }
 }
 
-interface UserEvent {
-  id: string;
-  email: string;
-  username: string;
-}
+type UserEvent = Record<"id" | "email" | "username", string>;
 
 /** The event in a message, or what is wrong with it. */
 export function parseEvent(value: Buffer | null): { event: UserEvent } | { problem: string } {
@@ -1015,12 +960,7 @@ export class ApiHealth {
 }
 
 /** Publishes the message to the dead-letter topic with why and where it came from. */
-async function deadLetter(
-  producer: Producer,
-  job: Job,
-  why: Outcome["deadLetter"] & {},
-  signal: AbortSignal,
-) {
+async function deadLetter(producer: Producer, job: Job, why: DeadLetter, signal: AbortSignal) {
   const headers = {
     ...job.message.headers,
     "dlq.reason": why.reason,
@@ -1054,11 +994,8 @@ function rebalanceGate() {
   };
   const close = () => {
     if (closed) return;
-    let release = () => {};
-    const mine = {
-      done: new Promise<void>((resolve) => (release = resolve)),
-      open: () => release(),
-    };
+    const mine = { done: Promise.resolve(), open: () => {} };
+    mine.done = new Promise((resolve) => (mine.open = resolve));
     closed = mine;
     setTimeout(() => closed === mine && open(), 60_000).unref(); // KafkaJS's rebalance timeout
   };
@@ -1263,35 +1200,28 @@ export type DecodedDone =
  */
 export function decodeDone(metadata: string | null | undefined, committed: number): DecodedDone {
   if (!metadata) return { kind: "none" };
-  if (!metadata.startsWith("kbp:v")) return { kind: "ignored", reason: "not written by us" };
+  const ignored = (reason: string) => ({ kind: "ignored", reason }) as const;
+  if (!metadata.startsWith("kbp:v")) return ignored("not written by us");
   const version = metadata.slice(5).match(/^(\d+):/)?.[1];
-  if (version !== "1") {
-    return {
-      kind: "ignored",
-      reason: `format version ${version ?? "unknown"}; this consumer reads v1`,
-    };
-  }
+  if (version !== "1") return ignored(`format version ${version ?? "unknown"}; this reads v1`);
   const parts = metadata.match(/^kbp:v1:([0-9a-z]{1,11}):(?:r:([0-9a-z,]*)|b:([\w-]*))$/);
-  if (!parts) return { kind: "ignored", reason: "malformed" };
+  if (!parts) return ignored("malformed");
   const base = Number.parseInt(parts[1] as string, 36);
   if (base !== committed) {
-    return {
-      kind: "ignored",
-      reason: `written for offset ${base}, but the committed offset is ${committed}`,
-    };
+    return ignored(`written for offset ${base}, but the committed offset is ${committed}`);
   }
   const runs: OffsetRun[] = [];
   if (parts[2] !== undefined) {
     const numbers = parts[2]
       .split(",")
       .map((n) => (n === "" ? Number.NaN : Number.parseInt(n, 36)));
-    if (numbers.length % 2 !== 0) return { kind: "ignored", reason: "malformed runs" };
+    if (numbers.length % 2 !== 0) return ignored("malformed runs");
     let cursor = base;
     for (let i = 0; i < numbers.length; i += 2) {
       const [gap, length] = [numbers[i] as number, numbers[i + 1] as number];
       const start = cursor + gap;
       if (!(gap >= (i === 0 ? 0 : 1) && length >= 1 && start + length <= Number.MAX_SAFE_INTEGER)) {
-        return { kind: "ignored", reason: "malformed runs" };
+        return ignored("malformed runs");
       }
       runs.push([start, start + length]);
       cursor = start + length;
@@ -1380,8 +1310,11 @@ function statusOf(
 }
 
 /** The status line for people: short enough to paste; STATUS_FORMAT=json has it all. */
-export function statusText(s: ReturnType<typeof statusOf>): string {
-  const flow = `queued ${fmt(s.queued)} in flight ${s.inFlight}/${s.limit}${s.paused ? " paused" : ""}`;
+type Shown = "elapsedS" | "processed" | "ratePerSec" | "queued" | "inFlight" | "limit";
+export function statusText(
+  s: Record<Shown | "uncommitted" | "deadLettered" | "rssMb", number> & { paused: boolean },
+): string {
+  const flow = `queued ${fmt(s.queued)} calls ${s.inFlight}/${s.limit}${s.paused ? " paused" : ""}`;
   const rest = `uncommitted ${fmt(s.uncommitted)} dlq ${fmt(s.deadLettered)} rss ${s.rssMb} MB`;
   return `[solved] ${s.elapsedS.toFixed(1)}s processed ${fmt(s.processed)} (${fmt(s.ratePerSec)}/s) ${flow} ${rest}`;
 }
@@ -1431,6 +1364,12 @@ function reportStop(reason: string, openAtStop: number, stats: Stats) {
   );
 }
 
+/** A handler that throws is a bug: its stack, then a short reason for the summary. */
+function aBug(error: unknown): string {
+  console.error("Handling a message failed, a bug:", error);
+  return `handling a message failed: ${(error as Error)?.message ?? error}`;
+}
+
 function pauseIfRunning(consumer: Consumer) {
   try {
     consumer.pause([{ topic }]);
@@ -1468,15 +1407,24 @@ function summaryOf(parts: Parts, memory: MemoryFigures, exitReason: string, exit
 const TRANSIENT = /coordinator is (not available|loading)|not the correct coordinator|leader/i;
 
 /** KafkaJS's log as its own logger prints it, but a transient state is no error. */
-export function kafkaLogLine(level: logLevel, log: { message: string; error?: string }) {
+export function kafkaLogLine({
+  level,
+  namespace,
+  log,
+}: Pick<LogEntry, "level" | "namespace" | "log">) {
   const transient = level === logLevel.ERROR && TRANSIENT.test(log.error ?? "");
   if (level > logLevel.WARN || level === logLevel.NOTHING || transient) return undefined;
   const name = level === logLevel.ERROR ? "ERROR" : "WARN";
-  return JSON.stringify({ level: name, logger: "kafkajs", ...log });
+  return JSON.stringify({
+    level: name,
+    logger: "kafkajs",
+    ...log,
+    message: `[${namespace}] ${log.message}`,
+  });
 }
 
-function logKafka({ level, log }: { level: logLevel; log: { message: string; error?: string } }) {
-  const line = kafkaLogLine(level, log);
+function logKafka(entry: LogEntry) {
+  const line = kafkaLogLine(entry);
   if (line) console.error(line);
 }
 
@@ -1528,30 +1476,29 @@ function garbageCollector(): (() => void) | undefined {
 
 /** The container's (cgroup v2 memory.max, v1 memory.limit_in_bytes) memory limit, in MB. */
 function containerLimitMb(): number | undefined {
-  let membership: string;
-  try {
-    membership = readFileSync("/proc/self/cgroup", "utf8");
-  } catch {
-    return undefined; // not Linux, or not allowed to look
-  }
-  const v1 = membership.match(/^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/m)?.[1];
-  const v2 = membership.match(/^0::(.*)$/m)?.[1];
+  const membership = readIfThere("/proc/self/cgroup"); // not Linux: none
+  const v1 = membership?.match(/^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/m)?.[1];
+  const v2 = membership?.match(/^0::(.*)$/m)?.[1];
   const [base, file, path] =
     v1 !== undefined
       ? ["/sys/fs/cgroup/memory", "memory.limit_in_bytes", v1]
       : ["/sys/fs/cgroup", "memory.max", v2 ?? "/"];
-  let lowest = totalmem();
   // The lowest on the way up; in a container its own folder is often mounted as the root.
   const parts = path.split("/").filter(Boolean);
-  for (const dir of [base, ...parts.map((_, i) => `${base}/${parts.slice(0, i + 1).join("/")}`)]) {
-    try {
-      const limit = Number(readFileSync(`${dir}/${file}`, "utf8").trim()); // "max": NaN
-      if (Number.isFinite(limit) && limit > 0) lowest = Math.min(lowest, limit);
-    } catch {
-      // not there, or not ours to read
-    }
+  const dirs = [base, ...parts.map((_, i) => `${base}/${parts.slice(0, i + 1).join("/")}`)];
+  const limits = dirs.map((dir) => Number(readIfThere(`${dir}/${file}`)?.trim())); // "max": NaN
+  const lowest = Math.min(...limits.filter((limit) => limit > 0));
+  return membership && lowest < totalmem() ? Math.floor(lowest / 2 ** 20) : undefined;
+}
+
+/** A file's text, or undefined if it is not there; on Deno without --allow-read, it throws. */
+function readIfThere(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    if ((error as Error).name === "NotCapable") throw error;
+    return undefined;
   }
-  return lowest < totalmem() ? Math.floor(lowest / 2 ** 20) : undefined;
 }
 
 /** Notes on runtime limits that would defeat the bounds, with the flag that lifts each. */

@@ -1,0 +1,153 @@
+// The bugs issue 14's read of consumer-solved.ts found, each pinned by a case that fails
+// on the code before the fix: connect errors that all said "Kafka is unreachable", the
+// LOW_WATERMARK help, `abandoned` counting processed messages, the 445-character status
+// line, KafkaJS's ERROR for a coordinator still loading, and Node's TimeoutNegativeWarning.
+// (WorkQueue's swallowed errors: solved-core.test.ts, "settles a job that throws".)
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { logLevel } from "kafkajs";
+import { describe, expect, it } from "vitest";
+import {
+  connectFailure,
+  kafkaLogLine,
+  muteKafkaJsTimerWarning,
+  OffsetTracker,
+  statusText,
+} from "../../consumer-solved.ts";
+import { projectRoot } from "../../scripts/kafka-jvm.ts";
+import { runtimeBinary } from "../../scripts/runtimes.ts";
+
+describe("connectFailure says what failed", () => {
+  const brokers = "127.0.0.1:9092";
+  it("a missing topic is a missing topic, not an unreachable Kafka", () => {
+    // As KafkaJS throws it after its retries: the protocol error as the cause.
+    const protocol = {
+      name: "KafkaJSProtocolError",
+      type: "UNKNOWN_TOPIC_OR_PARTITION",
+      message: "This server does not host this topic-partition",
+    };
+    const error = { name: "KafkaJSNumberOfRetriesExceeded", message: protocol.message };
+    const said = connectFailure({ ...error, cause: protocol }, brokers, "CREATE_USER");
+    expect(said).toMatch(/^Topic CREATE_USER does not exist at 127\.0\.0\.1:9092/);
+    expect(said).not.toMatch(/unreachable/);
+  });
+
+  it("a refused connection is an unreachable Kafka, naming the address", () => {
+    const cause = {
+      name: "KafkaJSConnectionError",
+      message: "connect ECONNREFUSED 127.0.0.1:9092",
+    };
+    const error = { name: "KafkaJSNonRetriableError", message: cause.message, cause };
+    expect(connectFailure(error, brokers, "t")).toBe(
+      "Kafka is unreachable at 127.0.0.1:9092: connect ECONNREFUSED 127.0.0.1:9092",
+    );
+  });
+
+  it("a refusal of access, and anything else, say so rather than 'unreachable'", () => {
+    const denied = {
+      name: "KafkaJSProtocolError",
+      type: "TOPIC_AUTHORIZATION_FAILED",
+      message: "no",
+    };
+    expect(connectFailure(denied, brokers, "t")).toMatch(/refused us/);
+    expect(connectFailure(new Error("odd"), brokers, "t")).not.toMatch(/unreachable/);
+  });
+});
+
+describe("--help", () => {
+  it("says LOW_WATERMARK also sets where the byte and uncommitted caps resume", async () => {
+    const { stdout } = await promisify(execFile)(runtimeBinary("node"), [
+      join(projectRoot, "consumer-solved.ts"),
+      "--help",
+    ]);
+    const line = stdout.split("\n").find((l) => l.trim().startsWith("LOW_WATERMARK"));
+    expect(line).toMatch(/byte/);
+    expect(line).toMatch(/uncommitted/);
+  });
+});
+
+describe("abandoned counts only what was not processed", () => {
+  it("leaves out messages done behind an unfinished one", () => {
+    // At a shutdown deadline: 0, 2 and 4 unfinished; 1 and 3 processed but, behind 0,
+    // not committable. `uncommitted` (5) was what the summary called abandoned.
+    const tracker = new OffsetTracker();
+    const epoch = tracker.track(0, 0) as number;
+    for (let offset = 1; offset < 5; offset++) tracker.track(0, offset);
+    tracker.complete(0, 1, epoch);
+    tracker.complete(0, 3, epoch);
+    expect(tracker.uncommitted).toBe(5);
+    expect(tracker.unfinished).toBe(3);
+    tracker.complete(0, 0, epoch); // 0 and 1 committable now, 3 still behind 2
+    expect(tracker.unfinished).toBe(2);
+  });
+});
+
+describe("the status line", () => {
+  it("fits in 120 characters on a long, busy, paused run at the default bounds", () => {
+    const line = statusText({
+      elapsedS: 3_599.9,
+      processed: 1_234_567,
+      ratePerSec: 2_345,
+      queued: 2_000,
+      inFlight: 200,
+      limit: 200,
+      paused: true,
+      uncommitted: 10_000,
+      deadLettered: 1_234,
+      rssMb: 512,
+    });
+    expect(line).toMatch(/^\[solved\] 3599\.9s processed 1,234,567 /);
+    expect(line.length).toBeLessThanOrEqual(120);
+  });
+});
+
+describe("KafkaJS's log", () => {
+  const entry = (level: logLevel, error: string) => ({
+    level,
+    namespace: "Connection",
+    log: { timestamp: "t", message: "Response FindCoordinator(key: 10, version: 2)", error },
+  });
+
+  it("does not show a coordinator that is not available yet as an ERROR", () => {
+    expect(kafkaLogLine(entry(logLevel.ERROR, "The group coordinator is not available"))).toBe(
+      undefined,
+    );
+    const loading = "The coordinator is loading and hence can't process requests";
+    expect(kafkaLogLine(entry(logLevel.ERROR, loading))).toBe(undefined);
+  });
+
+  it("keeps real errors and warnings, as KafkaJS's own logger prints them", () => {
+    const line = kafkaLogLine(entry(logLevel.ERROR, "Topic authorization failed"));
+    expect(JSON.parse(line as string)).toMatchObject({
+      level: "ERROR",
+      logger: "kafkajs",
+      message: "[Connection] Response FindCoordinator(key: 10, version: 2)",
+      error: "Topic authorization failed",
+    });
+    expect(kafkaLogLine(entry(logLevel.WARN, ""))).toMatch(/"level":"WARN"/);
+    expect(kafkaLogLine(entry(logLevel.INFO, ""))).toBe(undefined);
+  });
+});
+
+describe("Node's TimeoutNegativeWarning", () => {
+  it("is not raised for KafkaJS's timer at -1 - Date.now(), and still is for others", () => {
+    // KafkaJS 2.2.4's request queue calls setTimeout(fn, throttledUntil - Date.now()) with
+    // throttledUntil at its initial -1; Node warns through process.emitWarning, once.
+    const emitWarning = process.emitWarning;
+    const raised: string[] = [];
+    process.emitWarning = ((warning: string, type: string) => {
+      raised.push(`${type}: ${warning.split(" ")[0]}`);
+    }) as typeof process.emitWarning;
+    try {
+      muteKafkaJsTimerWarning();
+      const kafkaJs = -1 - Date.now();
+      process.emitWarning(`${kafkaJs} is a negative number.`, "TimeoutNegativeWarning");
+      process.emitWarning("-5 is a negative number.", "TimeoutNegativeWarning");
+      process.emitWarning("something else", "DeprecationWarning");
+      expect(raised).toEqual(["TimeoutNegativeWarning: -5", "DeprecationWarning: something"]);
+    } finally {
+      process.emitWarning = emitWarning;
+    }
+  });
+});
