@@ -10,8 +10,9 @@
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-solved.ts
- *   deno: deno add npm:kafkajs && deno run --allow-net --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS --allow-read=/proc/self/cgroup,/sys/fs/cgroup consumer-solved.ts
+ *   deno: deno add npm:kafkajs && deno run --allow-net --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
  *   node: npm i kafkajs && node consumer-solved.ts        (Node 22.18 or later)
+ * In a container, Deno lets it read the memory limit only with -A: else set MEMORY_LIMIT_MB.
  */
 
 import { Buffer } from "node:buffer";
@@ -44,11 +45,11 @@ const settings = readSettings(
     KEY_ORDERING: flag(false, "one message per key at a time, in offset order"),
     SHUTDOWN_TIMEOUT_MS: number(10_000, "on SIGINT/SIGTERM, time to finish the queue", 0, 36e5),
     FROM_BEGINNING: flag(true, "start at the oldest message if the group has no offset"),
-    MEMORY_LIMIT_MB: number(containerLimitMb() ?? 256, "RSS budget; past it, exit 3", 0, 1e6),
+    MEMORY_LIMIT_MB: number(containerLimitMb() ?? 256, "exit 3 past this RSS (0: off)", 0, 1e6),
     STATUS_INTERVAL_MS: number(500, "how often to print the status line", 50, 36e5),
     STATUS_FORMAT: text("text", "status lines as text or json", /^(text|json)$/, "text or json"),
   },
-  "0 done or stopped, 1 Kafka failed, 2 bad setting, 3 memory limit exceeded, 4 API unreachable",
+  "0 done or stopped, 1 Kafka failed or a bug, 2 bad setting, 3 memory limit exceeded, 4 API unreachable",
 );
 if (settings.LOW_WATERMARK >= settings.HIGH_WATERMARK) {
   const raw = JSON.stringify(process.env.LOW_WATERMARK ?? String(settings.LOW_WATERMARK));
@@ -223,7 +224,7 @@ async function main() {
 
 /** The clients, connected and subscribed; if they cannot be, exit 1 saying what failed. */
 async function connect() {
-  muteKafkaJsTimerWarning(); // a harmless warning of KafkaJS on Node, see below
+  fixKafkaJsNegativeTimer(); // or Node and Bun warn of a KafkaJS timer, see below
   const kafka = new Kafka({
     clientId: "consumer-solved",
     brokers: settings.KAFKA_BROKERS.split(","),
@@ -424,16 +425,8 @@ export class OffsetTracker {
   track(partition: number, offset: number): number | undefined {
     let state = this.#partitions.get(partition);
     if (!state) {
-      const epoch = this.#nextEpoch++;
-      state = {
-        epoch,
-        taken: [],
-        head: 0,
-        finished: new Set(),
-        first: offset,
-        version: 0,
-        sentVersion: 0,
-      };
+      const [epoch, taken, finished] = [this.#nextEpoch++, [], new Set<number>()];
+      state = { epoch, taken, head: 0, finished, first: offset, version: 0, sentVersion: 0 };
       this.#partitions.set(partition, state);
     }
     const last = state.head < state.taken.length ? state.taken.at(-1) : undefined;
@@ -557,11 +550,7 @@ export class OffsetTracker {
   }
 }
 
-interface QueueItem {
-  partition: number;
-  key: string | null;
-  bytes: number;
-}
+type QueueItem = { partition: number; key: string | null; bytes: number };
 
 export interface WorkQueueOptions<T> {
   concurrency: () => number;
@@ -584,9 +573,11 @@ export class WorkQueue<T extends QueueItem> {
   #readyHead = 0;
   #lanes = new Map<string, { running: boolean; waiting: T[] }>();
   #waiting = 0; // jobs waiting in lanes
-  #bytes = 0;
-  #inFlight = 0;
-  #retrying = 0; // running jobs waiting without a slot, or for one back
+  /** bytes of the jobs held, queued or running */
+  bytes = 0;
+  inFlight = 0;
+  /** running jobs waiting without a slot, or for one back */
+  retrying = 0;
   #returning: (() => void)[] = []; // of those, the ones whose wait is over
   #settledWaiters: (() => void)[] = [];
   readonly #options: WorkQueueOptions<T>;
@@ -597,23 +588,11 @@ export class WorkQueue<T extends QueueItem> {
 
   /** jobs waiting for a slot: not started yet, or started and waiting to be retried */
   get queued(): number {
-    return this.#ready.length - this.#readyHead + this.#waiting + this.#retrying;
-  }
-
-  get retrying(): number {
-    return this.#retrying;
-  }
-
-  get bytes(): number {
-    return this.#bytes;
-  }
-
-  get inFlight(): number {
-    return this.#inFlight;
+    return this.#ready.length - this.#readyHead + this.#waiting + this.retrying;
   }
 
   push(job: T): void {
-    this.#bytes += job.bytes;
+    this.bytes += job.bytes;
     const lane = this.#laneOf(job);
     const busy = lane === undefined ? undefined : this.#lanes.get(lane);
     if (busy) {
@@ -630,7 +609,7 @@ export class WorkQueue<T extends QueueItem> {
   dropPartition(partition: number): number {
     const before = this.queued;
     const keep = (job: T) => {
-      if (job.partition === partition) this.#bytes -= job.bytes;
+      if (job.partition === partition) this.bytes -= job.bytes;
       return job.partition !== partition;
     };
     this.#ready = this.#ready.slice(this.#readyHead).filter(keep);
@@ -650,14 +629,14 @@ export class WorkQueue<T extends QueueItem> {
    * (queued, bytes, its lane). If `wait` rejects (shutdown), that is rethrown at once.
    */
   async withoutSlot(wait: Promise<void>): Promise<void> {
-    this.#inFlight--;
-    this.#retrying++;
+    this.inFlight--;
+    this.retrying++;
     this.#pump();
     try {
       await wait;
     } catch (error) {
-      this.#retrying--;
-      this.#inFlight++;
+      this.retrying--;
+      this.inFlight++;
       throw error;
     }
     await new Promise<void>((resolve) => {
@@ -673,7 +652,7 @@ export class WorkQueue<T extends QueueItem> {
 
   /** Resolves once nothing is queued or in flight. */
   async drained(): Promise<void> {
-    while (this.queued > 0 || this.#inFlight > 0) await this.settled();
+    while (this.queued > 0 || this.inFlight > 0) await this.settled();
   }
 
   #laneOf(job: T): string | undefined {
@@ -682,11 +661,11 @@ export class WorkQueue<T extends QueueItem> {
   }
 
   #pump(): void {
-    while (this.#inFlight < this.#options.concurrency()) {
+    while (this.inFlight < this.#options.concurrency()) {
       const back = this.#returning.shift(); // a job back from its wait goes first
       if (back) {
-        this.#retrying--;
-        this.#inFlight++;
+        this.retrying--;
+        this.inFlight++;
         back();
         continue;
       }
@@ -700,7 +679,7 @@ export class WorkQueue<T extends QueueItem> {
       }
       const lane = this.#laneOf(job);
       if (lane !== undefined) (this.#lanes.get(lane) as { running: boolean }).running = true;
-      this.#inFlight++;
+      this.inFlight++;
       const { run, onError = (error: unknown) => Promise.reject(error) } = this.#options;
       run(job).then(
         () => this.#settle(job),
@@ -713,8 +692,8 @@ export class WorkQueue<T extends QueueItem> {
   }
 
   #settle(job: T): void {
-    this.#inFlight--;
-    this.#bytes -= job.bytes;
+    this.inFlight--;
+    this.bytes -= job.bytes;
     const key = this.#laneOf(job);
     const lane = key === undefined ? undefined : this.#lanes.get(key);
     const next = lane?.waiting.shift();
@@ -735,11 +714,7 @@ export class WorkQueue<T extends QueueItem> {
 
 // ---- 4. Process ----
 
-interface Job extends QueueItem {
-  offset: number;
-  epoch: number;
-  message: KafkaMessage;
-}
+type Job = QueueItem & { offset: number; epoch: number; message: KafkaMessage };
 
 type DeadLetter = { reason: string; attempts: number };
 type Outcome = { deadLetter?: DeadLetter; malformed?: boolean };
@@ -1430,15 +1405,13 @@ function logKafka(entry: LogEntry) {
 
 /**
  * KafkaJS 2.2.4 arms a timer for `throttledUntil - Date.now()` while throttledUntil is
- * still -1 (never throttled): Node warns of that negative delay, which is harmless.
+ * still -1 (never throttled): Node and Bun warn of that negative delay. That delay, and
+ * only it, becomes 0, as they would make it anyway.
  */
-export function muteKafkaJsTimerWarning() {
-  const emitWarning = process.emitWarning as (...args: unknown[]) => void;
-  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
-    const type = typeof rest[0] === "string" ? rest[0] : (rest[0] as { type?: string })?.type;
-    if (type === "TimeoutNegativeWarning" && Number.parseFloat(String(warning)) < -1e12) return;
-    emitWarning.call(process, warning, ...rest);
-  }) as typeof process.emitWarning;
+export function fixKafkaJsNegativeTimer() {
+  const setTimeoutAsIs = globalThis.setTimeout;
+  globalThis.setTimeout = ((handler: () => void, ms?: number, ...args: unknown[]) =>
+    setTimeoutAsIs(handler, ms !== undefined && ms < -1e12 ? 0 : ms, ...args)) as typeof setTimeout;
 }
 
 /** Bytes one fetch may bring: a quarter of the byte cap, at most KafkaJS's 10 MB. */
@@ -1474,9 +1447,12 @@ function garbageCollector(): (() => void) | undefined {
   }
 }
 
-/** The container's (cgroup v2 memory.max, v1 memory.limit_in_bytes) memory limit, in MB. */
+/**
+ * The container's memory limit in MB (cgroup v2 memory.max, v1 memory.limit_in_bytes),
+ * if it is below the machine's. Deno lets a program read /proc and /sys only with -A.
+ */
 function containerLimitMb(): number | undefined {
-  const membership = readIfThere("/proc/self/cgroup"); // not Linux: none
+  const membership = readIfThere("/proc/self/cgroup"); // not Linux, or not allowed: none
   const v1 = membership?.match(/^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/m)?.[1];
   const v2 = membership?.match(/^0::(.*)$/m)?.[1];
   const [base, file, path] =
@@ -1491,12 +1467,10 @@ function containerLimitMb(): number | undefined {
   return membership && lowest < totalmem() ? Math.floor(lowest / 2 ** 20) : undefined;
 }
 
-/** A file's text, or undefined if it is not there; on Deno without --allow-read, it throws. */
 function readIfThere(path: string): string | undefined {
   try {
     return readFileSync(path, "utf8");
-  } catch (error) {
-    if ((error as Error).name === "NotCapable") throw error;
+  } catch {
     return undefined;
   }
 }
