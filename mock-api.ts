@@ -112,7 +112,7 @@ export function createApp(config: Settings) {
       stats.succeeded++;
       if (key !== undefined && seen.doneKeys.has(key)) stats.deduplicated++;
       else createUser(seen, id, key);
-      if (seen === current.ledger) recordSuccess(seen, id, createdAt);
+      recordSuccess(seen, id, createdAt);
       return c.json({ ok: true, id, padding }, 201);
     } finally {
       stats.inFlight--;
