@@ -40,8 +40,7 @@ async function main() {
   const admin = kafka.admin();
 
   // 1. Connect, and create the topic unless it exists.
-  const unreachable = (error: Error) =>
-    fail(`Kafka is unreachable at ${brokers}: ${error.message}`);
+  const unreachable = (e: Error) => fail(`Kafka is unreachable at ${brokers}: ${e.message}`);
   for (const client of [admin, producer]) await client.connect().catch(unreachable);
   const created = await ensureTopic(admin, topic, settings.PARTITIONS);
   console.log(`${created ? "created" : "using existing"} topic ${topic}; sending ${total} events`);
