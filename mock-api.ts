@@ -37,7 +37,6 @@ const settings = readSettings(
   },
   "0 stopped by SIGINT or SIGTERM, 1 could not listen, 2 bad setting",
 );
-export type Settings = typeof settings;
 
 async function main() {
   // 1. The service, and what it counts.
@@ -56,7 +55,7 @@ async function main() {
 }
 
 /** The service: POST /users creates a user, slowly, failing as often as the settings say. */
-export function createApp(config: Settings) {
+export function createApp(config: typeof settings) {
   const current = { ledger: newLedger() }; // POST /reset starts a new one
   const failIds = new Set(config.FAIL_IDS.split(",").filter((id) => id !== ""));
   const padding = "x".repeat(config.RESPONSE_BYTES);
@@ -99,9 +98,8 @@ export function createApp(config: Settings) {
         stats.failed++;
         return c.json({ error: always ? "this id always fails" : "injected failure" }, 500);
       }
-      // 6. A caller that timed out never sees a 201: counting one would call delivered what
-      //    the caller will retry or dead-letter. Pending I/O first: a hang-up shows only once
-      //    the event loop has polled the socket. (Bun aborts the signal on disconnect.)
+      // 6. A caller that hung up never sees a 201 and will retry: not a success. Poll the
+      //    socket first, or a hang-up during the wait would not show yet.
       await delay(1);
       if (c.req.raw.signal.aborted) {
         stats.abandoned++;

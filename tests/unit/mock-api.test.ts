@@ -2,7 +2,9 @@
 // What the tests read is what the service answers over HTTP (status codes, GET /stats,
 // /succeeded, /failing, /latency), the evidence every e2e test relies on.
 import { describe, expect, it } from "vitest";
-import { createApp, type Settings } from "../../mock-api.ts";
+import { createApp } from "../../mock-api.ts";
+
+type Settings = Parameters<typeof createApp>[0];
 
 const quick: Settings = {
   HOST: "127.0.0.1",
