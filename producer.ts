@@ -1,193 +1,136 @@
 /**
  * producer.ts: fills a Kafka topic with a backlog of "create user" events.
  *
- * Each event is a JSON object with a unique id, an email at example.com, a username,
- * a timestamp and, if PAYLOAD_BYTES asks for it, padding up to that size. Batches go
- * out concurrently; the topic is created with PARTITIONS partitions if it is missing.
- * It exits 0 only when the broker acknowledged every message (acks from all replicas).
+ * Each event is JSON: a unique id, an email, a username, a timestamp and padding up to
+ * PAYLOAD_BYTES. The topic is created if missing; batches go out concurrently; the exit
+ * code is 0 only when the broker acknowledged every event (acks from all replicas).
  *
- *   bun run producer.ts          deno run -A producer.ts          node producer.ts
- *   MESSAGES=100000 PAYLOAD_BYTES=4096 bun run producer.ts        (settings: --help)
+ * Run this one file alone (settings: --help):
+ *   bun:  bun run producer.ts
+ *   deno: deno add npm:kafkajs && deno run --allow-net --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,MESSAGES,PAYLOAD_BYTES,PARTITIONS,BATCH_SIZE,BATCH_BYTES,SEND_CONCURRENCY,KEYS,MALFORMED_EVERY,ID_PREFIX,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS producer.ts
+ *   node: npm i kafkajs && npm pkg set type=module && node producer.ts        (Node 22.18+)
  */
 import { randomBytes } from "node:crypto";
-import { Kafka, logLevel, type Message, Partitioners } from "kafkajs";
-import { z } from "zod";
+import { type Admin, Kafka, logLevel, type Message, Partitioners } from "kafkajs";
 
-// ---- Settings (environment variables; --help lists them) ----
-const settingsShape = {
-  KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),
-  KAFKA_TOPIC: text("CREATE_USER", "topic to fill"),
-  MESSAGES: wholeNumber(10_000, 1, 100_000_000, "events to send"),
-  PAYLOAD_BYTES: wholeNumber(
-    16_384,
-    0,
-    1_000_000,
-    "size each JSON event is padded to (0: no padding, about 130 bytes)",
-  ),
-  PARTITIONS: wholeNumber(3, 1, 10_000, "partitions of the topic, when this creates it"),
-  BATCH_SIZE: wholeNumber(500, 1, 100_000, "events per produce request, at most"),
-  BATCH_BYTES: wholeNumber(
-    256 * 1024,
-    1_024,
-    100_000_000,
-    "bytes per produce request, at most: keeps each batch under the broker's message.max.bytes (1 MB by default)",
-  ),
-  SEND_CONCURRENCY: wholeNumber(8, 1, 1_000, "produce requests in flight at once"),
-  KEYS: wholeNumber(
-    0,
-    0,
-    100_000_000,
-    "distinct message keys, cycled (0: the key is the event's id)",
-  ),
-  MALFORMED_EVERY: wholeNumber(
-    0,
-    0,
-    100_000_000,
-    "make every Nth event malformed (bad JSON, missing fields, null value, in turn) to exercise dead-lettering (0: none)",
-  ),
-  ID_PREFIX: z
-    .string()
-    .trim()
-    .default("")
-    .describe("ids are <ID_PREFIX>-<n>, n from 0 (empty: random per run)"),
-};
+const settings = readSettings(
+  {
+    KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),
+    KAFKA_TOPIC: text("CREATE_USER", "topic to fill"),
+    MESSAGES: number(10_000, "events to send", 1, 100_000_000),
+    PAYLOAD_BYTES: number(16_384, "size events are padded to (0: none, ~130 bytes)", 0, 1e6),
+    PARTITIONS: number(3, "partitions of the topic, when this creates it", 1, 10_000),
+    BATCH_SIZE: number(500, "events per produce request, at most", 1, 100_000),
+    BATCH_BYTES: number(262_144, "bytes per request, at most (broker's cap: 1 MB)", 1_024, 1e8),
+    SEND_CONCURRENCY: number(8, "produce requests in flight at once", 1, 1_000),
+    KEYS: number(0, "distinct message keys, cycled (0: the key is the event's id)", 0, 1e8),
+    MALFORMED_EVERY: number(0, "every Nth event malformed, for dead-lettering (0: none)", 0, 1e8),
+    ID_PREFIX: text("", "ids are <ID_PREFIX>-<n>, n from 0 (empty: random per run)"),
+  },
+  "0 every event acknowledged, 1 Kafka failed or refused events, 2 bad setting",
+);
 
-// ---- Main flow ----
 async function main() {
-  const settings = loadSettings(settingsShape);
   const { KAFKA_TOPIC: topic, MESSAGES: total } = settings;
-  const batchSize = Math.max(
-    1,
-    Math.min(
-      settings.BATCH_SIZE,
-      Math.floor(settings.BATCH_BYTES / Math.max(1, settings.PAYLOAD_BYTES)),
-    ),
-  );
-  const idPrefix = settings.ID_PREFIX || randomBytes(4).toString("hex");
-  const kafka = new Kafka({
-    clientId: "producer",
-    brokers: settings.KAFKA_BROKERS.split(","),
-    logLevel: logLevel.WARN,
-    connectionTimeout: 3_000,
-    retry: { retries: 5, maxRetryTime: 5_000 },
-  });
-  const admin = kafka.admin();
+  hideKafkaJsTimeoutWarning();
+  const brokers = settings.KAFKA_BROKERS.split(",");
+  const kafka = new Kafka({ brokers, logLevel: logLevel.WARN, connectionTimeout: 3_000 });
   // The default partitioner, named so KafkaJS does not warn that its default changed in 2.0.
   const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
-  try {
-    await admin.connect();
-    await producer.connect();
-  } catch (error) {
-    fail(`Kafka is unreachable at ${settings.KAFKA_BROKERS}: ${(error as Error).message}`);
-  }
+  const admin = kafka.admin();
 
-  // A broker that has just started may answer "unknown topic" about one it has just
-  // created: retry what Kafka calls retriable, a while, rather than die on a stack trace.
-  let created = false;
-  let partitions: number | undefined;
-  for (let attempt = 1; ; attempt++) {
-    let problem = "no metadata for it yet";
-    try {
-      const topics = [{ topic, numPartitions: settings.PARTITIONS }];
-      created = (await admin.createTopics({ topics, waitForLeaders: true })) || created;
-      const [metadata] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
-      partitions = metadata?.partitions.length;
-    } catch (error) {
-      problem = (error as Error).message;
-      if (!(error as { retriable?: boolean }).retriable) attempt = 10;
-    }
-    if (partitions !== undefined) break;
-    if (attempt >= 10) fail(`Could not create or read topic ${topic}: ${problem}`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
-  console.log(
-    `${created ? "created" : "using existing"} topic ${topic} with ${partitions} partitions; sending ${total.toLocaleString("en-US")} events of ~${settings.PAYLOAD_BYTES} bytes`,
-  );
+  // 1. Connect, and create the topic unless it exists.
+  const unreachable = (e: Error) => fail(`Kafka is unreachable at ${brokers}: ${e.message}`);
+  for (const client of [admin, producer]) await client.connect().catch(unreachable);
+  const created = await ensureTopic(admin, topic, settings.PARTITIONS);
+  console.log(`${created ? "created" : "using existing"} topic ${topic}; sending ${total} events`);
 
+  // 2. Send batches, SEND_CONCURRENCY requests at once, each one under BATCH_BYTES so
+  //    that it stays below the broker's message.max.bytes.
+  const idPrefix = settings.ID_PREFIX || randomBytes(4).toString("hex");
+  const fitting = Math.floor(settings.BATCH_BYTES / Math.max(1, settings.PAYLOAD_BYTES));
+  const batchSize = Math.max(1, Math.min(settings.BATCH_SIZE, fitting));
   const started = performance.now();
-  let sent = 0;
-  let errors = 0;
-  let nextBatch = 0;
-  const batches = Math.ceil(total / batchSize);
-  // A few senders share one batch counter: SEND_CONCURRENCY requests in flight at once.
-  const sender = async () => {
-    while (nextBatch < batches) {
-      const first = nextBatch++ * batchSize;
-      const count = Math.min(batchSize, total - first);
-      const messages = Array.from({ length: count }, (_, i) =>
-        makeEvent(first + i, idPrefix, settings),
-      );
+  let [sent, errors, nextEvent] = [0, 0, 0];
+  const sendBatches = async () => {
+    while (nextEvent < total) {
+      const first = nextEvent; // shared by the senders: each batch goes out once
+      const size = Math.min(batchSize, total - first);
+      nextEvent += size;
+      const messages = Array.from({ length: size }, (_, i) => makeEvent(first + i, idPrefix));
       try {
         await producer.send({ topic, messages, acks: -1 });
-        sent += count;
+        sent += size;
       } catch (error) {
-        errors += count;
+        errors += size;
         console.error(`batch at ${first} failed: ${(error as Error).message}`);
       }
     }
   };
-  const progress = setInterval(() => console.log(`sent ${sent.toLocaleString("en-US")}`), 1_000);
-  await Promise.all(Array.from({ length: settings.SEND_CONCURRENCY }, sender));
+  const progress = setInterval(() => console.log(`sent ${sent}`), 1_000);
+  await Promise.all(Array.from({ length: settings.SEND_CONCURRENCY }, sendBatches));
   clearInterval(progress);
 
-  const seconds = (performance.now() - started) / 1_000;
-  const rate = Math.round(sent / seconds);
-  console.log(
-    `sent ${sent.toLocaleString("en-US")} of ${total.toLocaleString("en-US")}, errors ${errors}, ${seconds.toFixed(2)} s, ${rate.toLocaleString("en-US")} msg/s`,
-  );
-  console.log(
-    JSON.stringify({
-      type: "summary",
-      script: "producer",
-      runtime: runtime(),
-      topic,
-      sent,
-      errors,
-      durationMs: Math.round(seconds * 1_000),
-      ratePerSec: rate,
-      idPrefix,
-    }),
-  );
-  await producer.disconnect();
-  await admin.disconnect();
+  // 3. Report, and exit 0 only if the broker acknowledged every event.
+  printSummary(topic, sent, errors, idPrefix, performance.now() - started);
+  await Promise.all([producer.disconnect(), admin.disconnect()]);
   process.exit(sent === total ? 0 : 1);
 }
 
-// ---- Helpers ----
+/** Creates the topic unless it exists; true if this call created it. */
+async function ensureTopic(admin: Admin, topic: string, numPartitions: number, tries = 10) {
+  try {
+    // Asked first: creating a topic that exists makes KafkaJS log an ERROR line.
+    if ((await admin.listTopics()).includes(topic)) return false;
+    return await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
+  } catch (error) {
+    // A broker that has just started may refuse for a moment: retry what Kafka calls retriable.
+    const { retriable, message } = error as { retriable?: boolean; message: string };
+    if (!retriable || tries === 1) fail(`Could not create topic ${topic}: ${message}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    return await ensureTopic(admin, topic, numPartitions, tries - 1);
+  }
+}
 
-type ProducerSettings = z.infer<z.ZodObject<typeof settingsShape>>;
-
-/** Event n: valid JSON padded to PAYLOAD_BYTES, or a malformed one when asked for. */
-function makeEvent(n: number, idPrefix: string, settings: ProducerSettings): Message {
+/** Event n: JSON padded to PAYLOAD_BYTES or, every MALFORMED_EVERY, a bad one. */
+export function makeEvent(n: number, idPrefix: string, options = settings): Message {
   const id = `${idPrefix}-${n}`;
-  const key = settings.KEYS > 0 ? `key-${n % settings.KEYS}` : id;
-  const every = settings.MALFORMED_EVERY;
+  const key = options.KEYS > 0 ? `key-${n % options.KEYS}` : id;
+  const every = options.MALFORMED_EVERY;
   if (every > 0 && n % every === every - 1) {
+    // In turn: not JSON, JSON without the fields a consumer needs, no value at all.
     const kind = Math.floor(n / every) % 3;
     if (kind === 0) return { key, value: `{"id":"${id}", this is not JSON` };
     if (kind === 1) return { key, value: JSON.stringify({ id, note: "no email or username" }) };
     return { key, value: null };
   }
   const username = `user_${n}`;
-  const event = {
-    id,
-    email: `${username}@example.com`,
-    username,
-    createdAt: new Date().toISOString(),
-  };
+  const event = { id, email: `${username}@example.com`, username, createdAt: new Date() };
   const bare = JSON.stringify(event);
   // `,"padding":""` adds 13 bytes before the padding characters themselves.
-  const padding = Math.max(0, settings.PAYLOAD_BYTES - bare.length - 13);
-  return {
-    key,
-    value: padding > 0 ? JSON.stringify({ ...event, padding: "x".repeat(padding) }) : bare,
-  };
+  const padding = Math.max(0, options.PAYLOAD_BYTES - bare.length - 13);
+  if (padding === 0) return { key, value: bare };
+  return { key, value: JSON.stringify({ ...event, padding: "x".repeat(padding) }) };
+}
+
+// ==== Instrumentation and plumbing: a reader may skip from here on ====
+
+function printSummary(topic: string, sent: number, errors: number, idPrefix: string, ms: number) {
+  const ratePerSec = Math.round((sent * 1_000) / ms);
+  console.log(`sent ${sent} of ${settings.MESSAGES}, errors ${errors}, ${ratePerSec} msg/s`);
+  const summary = { type: "summary", script: "producer", runtime: runtime(), topic, sent, errors };
+  console.log(JSON.stringify({ ...summary, durationMs: Math.round(ms), ratePerSec, idPrefix }));
 }
 
 function runtime(): string {
-  if ("Bun" in globalThis) return `bun ${process.versions.bun}`;
-  if ("Deno" in globalThis) return `deno ${process.versions.deno}`;
-  return `node ${process.versions.node}`;
+  const name = ["bun", "deno", "node"].find((r) => process.versions[r]) ?? "node";
+  return `${name} ${process.versions[name]}`;
+}
+
+/** KafkaJS 2.2.4 gives setTimeout a negative delay to mean "now"; Node warns every time. */
+function hideKafkaJsTimeoutWarning() {
+  const others = (w: Error) => w.name === "TimeoutNegativeWarning" || console.warn(`${w}`);
+  process.removeAllListeners("warning").on("warning", others);
 }
 
 function fail(message: string): never {
@@ -195,42 +138,53 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-// ---- Settings helpers (each script of this project carries its own, to stand alone) ----
+// biome-ignore-start lint/correctness/noUnusedVariables: flag() is for scripts with a switch
+// ---- Settings reader: each script of this project carries the same copy, so that it
+// stands alone (tests/unit/drift.test.ts keeps the copies identical) ----
 
-function text(fallback: string, doc: string) {
-  return z.string().trim().min(1, { error: "must not be empty" }).default(fallback).describe(doc);
+interface Setting<T> {
+  fallback: T;
+  doc: string;
+  expected: string;
+  parse: (raw: string) => T | undefined; // undefined: not a valid value
 }
 
-function wholeNumber(fallback: number, min: number, max: number, doc: string) {
-  const error = `expected a whole number from ${min} to ${max}`;
-  return z.coerce
-    .number({ error })
-    .int({ error })
-    .min(min, { error })
-    .max(max, { error })
-    .default(fallback)
-    .describe(doc);
+function text(fallback: string, doc: string, pattern = /\S/, expected = "text"): Setting<string> {
+  return { fallback, doc, expected, parse: (raw) => (pattern.test(raw) ? raw.trim() : undefined) };
 }
 
-/** Reads the settings from the environment; --help lists them; a bad one exits 2. */
-function loadSettings<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObject<S>> {
-  if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    console.log(`Settings of ${process.argv[1]?.split("/").pop()}, from environment variables:`);
-    for (const [name, field] of Object.entries(shape) as [string, z.ZodDefault][]) {
-      const fallback = field.def.defaultValue;
-      const shown = fallback === "" ? "" : ` [default: ${fallback}]`;
-      console.log(`  ${name.padEnd(18)} ${field.description}${shown}`);
-    }
-    process.exit(0);
+function number(fallback: number, doc: string, min: number, max: number, whole = true) {
+  const expected = `${whole ? "a whole number" : "a number"} from ${min} to ${max}`;
+  const parse = (raw: string) => {
+    const n = Number(raw);
+    return n >= min && n <= max && (!whole || Number.isInteger(n)) ? n : undefined;
+  };
+  return { fallback, doc, expected, parse } satisfies Setting<number>;
+}
+
+function flag(fallback: boolean, doc: string): Setting<boolean> {
+  const parse = (raw: string) => ({ true: true, false: false })[raw.trim() as "true" | "false"];
+  return { fallback, doc, expected: "true or false", parse };
+}
+
+/** Reads settings from the environment (unset or empty: the default); a bad one exits 2. */
+function readSettings<S extends Record<string, Setting<unknown>>>(spec: S, exitCodes: string) {
+  const help = process.argv.includes("--help");
+  if (help) console.log(`Settings of ${process.argv[1]?.split("/").pop()}, from the environment:`);
+  const values: Record<string, unknown> = {};
+  let bad = false;
+  for (const [name, { fallback, doc, expected, parse }] of Object.entries(spec)) {
+    if (help) console.log(`  ${name.padEnd(20)} ${doc} [default: ${fallback}]`);
+    const raw = process.env[name];
+    values[name] = raw === undefined || raw === "" ? fallback : parse(raw);
+    if (values[name] !== undefined) continue;
+    console.error(`Bad setting ${name}=${JSON.stringify(raw)}: expected ${expected}`);
+    bad = true;
   }
-  const result = z.object(shape).safeParse(process.env);
-  if (result.success) return result.data;
-  for (const issue of result.error.issues) {
-    const name = String(issue.path[0]);
-    console.error(`Bad setting ${name}=${JSON.stringify(process.env[name])}: ${issue.message}`);
-  }
-  console.error("Run with --help to see every setting.");
-  process.exit(2);
+  if (help) console.log(`Exit codes: ${exitCodes}.`);
+  if (help || bad) process.exit(help ? 0 : 2);
+  return values as { [K in keyof S]: S[K]["fallback"] };
 }
+// biome-ignore-end lint/correctness/noUnusedVariables: -
 
 if (import.meta.main) await main();

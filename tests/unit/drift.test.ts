@@ -69,3 +69,13 @@ describe("each script stands alone", () => {
     expect([...new Set(packages)].sort()).toEqual([...expected].sort());
   });
 });
+
+describe("deno.json's tasks", () => {
+  it.each(scripts)("%s's task runs it with its header's permissions", (script) => {
+    const header = source(script).slice(0, source(script).indexOf("*/"));
+    const line = header.match(/^ \*\s+deno:\s+(.+?)\s*$/m)?.[1] ?? "";
+    const run = line.split("&&").at(-1)?.trim();
+    const tasks = (JSON.parse(source("deno.json")) as { tasks: Record<string, string> }).tasks;
+    expect(tasks[script.replace(".ts", "")]).toBe(run);
+  });
+});
