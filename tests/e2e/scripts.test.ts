@@ -76,8 +76,8 @@ describe.each(runtimes)("on %s", (runtime) => {
       ["consumer-backpressure.ts", { MEMORY_LIMIT_MB: "lots" }, /Bad setting MEMORY_LIMIT_MB/],
       [
         "consumer-fast.ts",
-        { STOP_AT_END: "maybe" },
-        /Bad setting STOP_AT_END="maybe": expected true or false/,
+        { FROM_BEGINNING: "maybe" },
+        /Bad setting FROM_BEGINNING="maybe": expected true or false/,
       ],
       ["producer.ts", { MESSAGES: "-5" }, /Bad setting MESSAGES="-5"/],
       [
@@ -97,7 +97,7 @@ describe.each(runtimes)("on %s", (runtime) => {
 describe("--help", () => {
   it.each([
     ["producer.ts", "PAYLOAD_BYTES"],
-    ["consumer-fast.ts", "STOP_AT_END"],
+    ["consumer-fast.ts", "FROM_BEGINNING"],
     ["consumer-backpressure.ts", "MEMORY_LIMIT_MB"],
     ["consumer-solved.ts", "LOW_WATERMARK"],
     ["mock-api.ts", "CAPACITY"],
