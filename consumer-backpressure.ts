@@ -54,6 +54,8 @@ async function main() {
     allowAutoTopicCreation: false,
   });
 
+  report(consumer); // status lines from now on; Ctrl-C or SIGTERM ends with the summary
+
   // 2. Join the group and subscribe, or say what failed.
   try {
     await consumer.connect();
@@ -65,7 +67,6 @@ async function main() {
     console.error(whyConnectFailed(error as Error, settings.KAFKA_BROKERS, settings.KAFKA_TOPIC));
     process.exit(1);
   }
-  report(consumer);
 
   // 3. For each message: read the event, start its call, return. This is the mistake.
   await consumer.run({
@@ -128,9 +129,7 @@ async function createUser(event: UserEvent): Promise<void> {
 function report(consumer: Consumer) {
   const started = performance.now();
   const memory = watchMemory(settings.MEMORY_LIMIT_MB, (rssMb) => {
-    console.log(
-      `MEMORY LIMIT EXCEEDED: rss ${rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB: exit 3, as a pod dies`,
-    );
+    console.log(`MEMORY LIMIT EXCEEDED: rss ${rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB; exit 3`);
     void stop("memory limit exceeded", 3);
   });
   const status = () => {
@@ -145,29 +144,22 @@ function report(consumer: Consumer) {
   const timer = setInterval(print, settings.STATUS_INTERVAL_MS);
   let stopping = false;
   const stop = async (exitReason: string, exitCode: number) => {
-    if (stopping) return;
+    if (stopping) return; // a second signal changes nothing
     stopping = true;
     clearInterval(timer);
     memory.stop();
-    const { elapsedS, rssMb, heapMb, inFlight, ...figures } = status(); // leaving not counted
-    print({ elapsedS, rssMb, heapMb, inFlight, ...figures });
-    if (exitCode === 0) await consumer.disconnect().catch(() => {});
-    const durationMs = Math.round(elapsedS * 1_000);
-    const limit = { memoryLimitMb: settings.MEMORY_LIMIT_MB, memoryLimitExceeded: exitCode === 3 };
+    const last = status(); // the time it takes to leave the group is not counted
+    print(last);
+    if (exitCode === 0) await consumer.disconnect().catch(() => {}); // calls still open: left
+    const { elapsedS, rssMb, heapMb, inFlight, ...figures } = last;
     const about = { type: "summary", script: "consumer-backpressure", runtime: runtimeName() };
-    const outcome = {
-      inFlightAtExit: inFlight,
-      firstError,
-      durationMs,
-      ...limit,
-      exitReason,
-      exitCode,
-    };
-    console.log(JSON.stringify({ ...about, ...figures, ...outcome }));
+    const end = { inFlightAtExit: inFlight, firstError, durationMs: Math.round(elapsedS * 1e3) };
+    const limit = { memoryLimitMb: settings.MEMORY_LIMIT_MB, memoryLimitExceeded: exitCode === 3 };
+    console.log(JSON.stringify({ ...about, ...figures, ...end, ...limit, exitReason, exitCode }));
     process.exit(exitCode);
   };
-  process.once("SIGINT", () => void stop("stopped by SIGINT", 0));
-  process.once("SIGTERM", () => void stop("stopped by SIGTERM", 0));
+  process.on("SIGINT", () => void stop("stopped by SIGINT", 0));
+  process.on("SIGTERM", () => void stop("stopped by SIGTERM", 0));
 }
 
 type Figures = Record<"elapsedS" | "ratePerSec" | "rssMb", number> & typeof counts;

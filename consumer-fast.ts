@@ -27,6 +27,8 @@ const settings = readSettings(
   "0 stopped by Ctrl-C or SIGTERM, 1 Kafka failed, 2 bad setting, 3 memory limit exceeded",
 );
 
+const counts = { processed: 0 };
+
 async function main() {
   hideTimeoutNegativeWarning();
   // 1. A consumer in a group. It reads the topic; it must not create it.
@@ -36,6 +38,8 @@ async function main() {
     groupId: settings.KAFKA_GROUP_ID,
     allowAutoTopicCreation: false,
   });
+
+  report(consumer); // status lines from now on; Ctrl-C or SIGTERM ends with the summary
 
   // 2. Join the group and subscribe, or say what failed.
   try {
@@ -50,8 +54,6 @@ async function main() {
   }
 
   // 3. Count each message KafkaJS hands over. Nothing else happens per message.
-  const counts = { processed: 0 };
-  report(consumer, counts);
   await consumer.run({
     eachMessage: async () => {
       counts.processed++;
@@ -63,12 +65,10 @@ async function main() {
 // ==== Instrumentation and plumbing: a reader may skip from here on ====
 
 /** A status line now and then; at a signal or the memory limit, the summary and exit. */
-function report(consumer: Consumer, counts: { processed: number }) {
+function report(consumer: Consumer) {
   const started = performance.now();
   const memory = watchMemory(settings.MEMORY_LIMIT_MB, (rssMb) => {
-    console.log(
-      `MEMORY LIMIT EXCEEDED: rss ${rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB: exit 3, as a pod dies`,
-    );
+    console.log(`MEMORY LIMIT EXCEEDED: rss ${rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB; exit 3`);
     void stop("memory limit exceeded", 3);
   });
   const status = () => {
@@ -83,13 +83,14 @@ function report(consumer: Consumer, counts: { processed: number }) {
   const timer = setInterval(print, settings.STATUS_INTERVAL_MS);
   let stopping = false;
   const stop = async (exitReason: string, exitCode: number) => {
-    if (stopping) return;
+    if (stopping) return; // a second signal changes nothing
     stopping = true;
     clearInterval(timer);
     memory.stop();
-    const { elapsedS, rssMb, heapMb, ...figures } = status(); // leaving the group not counted
-    print({ elapsedS, rssMb, heapMb, ...figures });
+    const last = status(); // the time it takes to leave the group is not counted
+    print(last);
     if (exitCode === 0) await consumer.disconnect().catch(() => {});
+    const { elapsedS, rssMb, heapMb, ...figures } = last;
     const durationMs = Math.round(elapsedS * 1_000);
     const limit = { memoryLimitMb: settings.MEMORY_LIMIT_MB, memoryLimitExceeded: exitCode === 3 };
     const about = { type: "summary", script: "consumer-fast", runtime: runtimeName() };
@@ -98,8 +99,8 @@ function report(consumer: Consumer, counts: { processed: number }) {
     );
     process.exit(exitCode);
   };
-  process.once("SIGINT", () => void stop("stopped by SIGINT", 0));
-  process.once("SIGTERM", () => void stop("stopped by SIGTERM", 0));
+  process.on("SIGINT", () => void stop("stopped by SIGINT", 0));
+  process.on("SIGTERM", () => void stop("stopped by SIGTERM", 0));
 }
 
 type Figures = Record<"elapsedS" | "processed" | "ratePerSec" | "rssMb", number>;
