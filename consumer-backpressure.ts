@@ -17,7 +17,7 @@
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-backpressure.ts
  *   deno: deno add npm:kafkajs && deno run --allow-net --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-backpressure.ts
- *   node: npm i kafkajs && node consumer-backpressure.ts        (Node 22.18 or later)
+ *   node: npm i kafkajs && npm pkg set type=module && node consumer-backpressure.ts        (Node 22.18 or later)
  */
 
 import { type Consumer, Kafka, type logCreator, logLevel } from "kafkajs";

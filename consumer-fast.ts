@@ -9,7 +9,7 @@
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-fast.ts
  *   deno: deno add npm:kafkajs && deno run --allow-net --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-fast.ts
- *   node: npm i kafkajs && node consumer-fast.ts        (Node 22.18 or later)
+ *   node: npm i kafkajs && npm pkg set type=module && node consumer-fast.ts        (Node 22.18 or later)
  */
 
 import { type Consumer, Kafka, type logCreator, logLevel } from "kafkajs";
