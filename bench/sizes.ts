@@ -31,7 +31,13 @@ import { projectRoot } from "../scripts/kafka-jvm.ts";
 import type { Runtime } from "../scripts/runtimes.ts";
 import { type RunResult, runScript } from "../tests/support/child.ts";
 import { uniqueName } from "../tests/support/kafka.ts";
-import { type Backlog, consumerEnv, produce, startMockApi } from "../tests/support/services.ts";
+import {
+  answered,
+  type Backlog,
+  consumerEnv,
+  produce,
+  startMockApi,
+} from "../tests/support/services.ts";
 import {
   apiTimeline,
   dateStamp,
@@ -115,7 +121,6 @@ async function main() {
     const solved = mode !== "unbounded, no limit";
     const env = consumerEnv(broker.brokers, backlog.topic, uniqueName(`sizes-${runtime}`), {
       API_URL: api.usersUrl,
-      STOP_AT_END: "true",
       ...(mode === "solved in pod" ? {} : { MEMORY_LIMIT_MB: "0" }),
     });
     const script = solved ? "consumer-solved.ts" : "consumer-backpressure.ts";
@@ -126,7 +131,9 @@ async function main() {
     let run: RunResult;
     let pod: { peakMb: number; oomKills: number } | undefined;
     try {
-      run = await runScript(runtime, script, { env, wrap: cgroup?.wrap });
+      // Once the API has answered every id, SIGTERM: its summary then covers the run.
+      const stopWhen = answered(api, backlog.messages);
+      run = await runScript(runtime, script, { env, wrap: cgroup?.wrap, stopWhen });
       pod = await cgroup?.stats();
     } finally {
       await cgroup?.remove();

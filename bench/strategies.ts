@@ -380,6 +380,7 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
     ? (settings.capS + 90) * 1_000
     : Math.max(120_000, (5 * messages * 1_000) / limitPerSec("concurrency", settings) + 60_000);
   let lastReport = 0;
+  let stopSent = false;
   while (!exited) {
     await sleep(100);
     const stats = await api.stats().catch(() => undefined);
@@ -394,6 +395,12 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
         atMs - firstSuccessMs >= settings.capS * 1_000
       ) {
         capped = { atMs, succeeded: stats.succeeded };
+        script.child.kill("SIGTERM");
+      }
+      // The project's own consumers end when stopped, as a pod is: once the API has
+      // answered every id. The benchmark's strategy consumers stop by themselves.
+      if (!stopSent && !spec.script.startsWith("bench/") && stats.distinctSucceeded >= messages) {
+        stopSent = true;
         script.child.kill("SIGTERM");
       }
       if (atMs - lastReport >= 10_000) {

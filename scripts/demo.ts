@@ -6,14 +6,19 @@
 //
 // It gets a broker (scripts/broker.ts), starts mock-api.ts, fills a topic with
 // producer.ts, runs consumer-backpressure.ts until memory kills it, runs
-// consumer-solved.ts over the same backlog to the end, prints both side by side and
+// consumer-solved.ts over the same backlog until the API has answered every id, prints both side by side and
 // draws their memory over time. Each consumer runs under the kernel's memory limit
 // (a cgroup, as in a pod) where this machine allows it, else under its own ceiling
 // check. Everything it starts is stopped at the end, and on Ctrl-C.
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type RunResult, runScript, startScript } from "../tests/support/child.ts";
+import {
+  type RunResult,
+  runScript,
+  type StopCondition,
+  startScript,
+} from "../tests/support/child.ts";
 import { acquireBroker } from "./broker.ts";
 import { type Cgroup, cgroupSupport, createCgroup } from "./cgroup.ts";
 import { memoryChart, writeChart } from "./charts.ts";
@@ -81,7 +86,18 @@ async function main() {
     api.child.kill("SIGTERM");
     await api.done;
   });
-  const apiUrl = `${(await api.waitForLine(/mock-api listening on/)).match(/(http:\/\/\S+)/)?.[1]}/users`;
+  const apiBase = (await api.waitForLine(/mock-api listening on/)).match(/(http:\/\/\S+)/)?.[1];
+  const apiUrl = `${apiBase}/users`;
+  // A consumer has caught up once the API has answered every id: then it gets SIGTERM,
+  // as a pod being stopped would.
+  const answeredAll: StopCondition = {
+    met: async () => {
+      const stats = (await (await fetch(`${apiBase}/stats`)).json()) as {
+        distinctSucceeded: number;
+      };
+      return stats.distinctSucceeded >= messages;
+    },
+  };
   console.log(`mock API at ${apiUrl}`);
 
   const topic = `demo-${Date.now().toString(36)}`;
@@ -107,6 +123,7 @@ async function main() {
     if (cgroup) cleanups.push(() => cgroup.remove());
     let lastProcessed = 0;
     const solved = script === "consumer-solved.ts";
+    await fetch(`${apiBase}/reset`, { method: "POST" });
     try {
       const run = await runScript(runtime, script, {
         env: {
@@ -114,7 +131,6 @@ async function main() {
           KAFKA_TOPIC: topic,
           KAFKA_GROUP_ID: `${topic}-${name}`,
           API_URL: apiUrl,
-          STOP_AT_END: "true",
           STATUS_FORMAT: tty ? "json" : "text",
           // The solved consumer runs on its defaults: in a cgroup it takes the limit as
           // its budget, elsewhere it is told. The unbounded one, which has no budget,
@@ -130,6 +146,7 @@ async function main() {
               }),
         },
         wrap: cgroup?.wrap,
+        stopWhen: answeredAll,
         onLine: (line, stream) => {
           lastProcessed = processedIn(line) ?? lastProcessed;
           showProgress(name, line, stream);

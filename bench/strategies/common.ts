@@ -13,13 +13,42 @@
 
 import { type Consumer, type ConsumerConfig, Kafka, logLevel } from "kafkajs";
 import { z } from "zod";
-import {
-  flag,
-  loadSettings as loadFromEnv,
-  parseEvent,
-  text,
-  wholeNumber,
-} from "../../consumer-solved.ts";
+
+// Settings as environment variables, read with zod: tooling, unlike the blog scripts,
+// may take a library for this.
+const text = (fallback: string, doc: string) =>
+  z.string().trim().min(1).default(fallback).describe(doc);
+const wholeNumber = (fallback: number, min: number, max: number, doc: string) =>
+  z.coerce.number().int().min(min).max(max).default(fallback).describe(doc);
+const flag = (fallback: boolean, doc: string) => z.stringbool().default(fallback).describe(doc);
+
+/** Reads the settings; --help lists them; a bad one exits 2 with its name and why. */
+function loadFromEnv<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObject<S>> {
+  if (process.argv.includes("--help")) {
+    for (const [name, field] of Object.entries(shape) as [string, z.ZodDefault][]) {
+      console.log(`  ${name.padEnd(20)} ${field.description} [default: ${field.def.defaultValue}]`);
+    }
+    process.exit(0);
+  }
+  const result = z.object(shape).safeParse(process.env);
+  if (result.success) return result.data;
+  for (const issue of result.error.issues) {
+    const name = String(issue.path[0]);
+    console.error(`Bad setting ${name}=${JSON.stringify(process.env[name])}: ${issue.message}`);
+  }
+  process.exit(2);
+}
+
+/** The event in a message, as the solved consumer checks it, or what is wrong with it. */
+function parseEvent(value: Buffer | null): { event: object } | { problem: string } {
+  try {
+    const event: unknown = JSON.parse(value?.toString("utf8") ?? "null");
+    const id = (event as { id?: unknown } | null)?.id;
+    return typeof id === "string" ? { event: event as object } : { problem: "no string id" };
+  } catch (error) {
+    return { problem: `invalid JSON: ${(error as Error).message}` };
+  }
+}
 
 export const settingsShape = {
   KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),

@@ -26,6 +26,7 @@ import { type RunningScript, type RunResult, startScript } from "../support/chil
 import { recordFigure } from "../support/figures.ts";
 import { committedOffsets, endOffsets, uniqueName } from "../support/kafka.ts";
 import {
+  answered,
   type Backlog,
   consumerEnv,
   type MockApi,
@@ -103,10 +104,11 @@ async function inPod(
     const running = startScript(runtime, script, {
       env: consumerEnv(brokers, work.topic, groupId, {
         API_URL: api.usersUrl,
-        STOP_AT_END: "true",
         ...env,
       }),
       wrap: cgroup.wrap,
+      // Done once the API has answered every id; then SIGTERM, and it must exit 0.
+      stopWhen: answered(api, work.messages),
     });
     // A run that outlives its test must not overlap the next one in the shared API.
     const watchdog = setTimeout(() => running.child.kill("SIGKILL"), runLimitMs);

@@ -21,6 +21,7 @@ import {
 import { recordFigure } from "../support/figures.ts";
 import {
   committedOffsets,
+  committedToEnd,
   endOffsets,
   type OffsetsByPartition,
   readTopic,
@@ -36,13 +37,25 @@ const { solved, mockApi: startApi } = stoppedAfterEach();
 const mockApi = (env: Record<string, string>) =>
   startApi({ LATENCY_MS: "30", JITTER_MS: "20", ...env });
 
-/** Runs consumer-solved.ts to its exit, within a bound. */
+/** Met once the group `env` names has committed its topic to the end, on the broker's word. */
+const caughtUp = (env: Record<string, string>) =>
+  committedToEnd(
+    env.KAFKA_BROKERS as string,
+    env.KAFKA_GROUP_ID as string,
+    env.KAFKA_TOPIC as string,
+  );
+
+/** Runs consumer-solved.ts until it exits, or until it has caught up and then SIGTERM. */
 async function runSolved(
   runtime: Runtime,
   env: Record<string, string>,
   timeoutMs = 150_000,
 ): Promise<RunResult> {
-  return await within(solved(runtime, env).done, timeoutMs, `consumer-solved.ts on ${runtime}`);
+  return await within(
+    solved(runtime, env, caughtUp(env)).done,
+    timeoutMs,
+    `consumer-solved.ts on ${runtime}`,
+  );
 }
 
 /** Polls `check` until it holds, or fails after `ms` with what `explain` says. */
@@ -191,7 +204,7 @@ describe("consumer-solved.ts under faults", () => {
     // Calls the kill cut off are not answers: the mock counts a 201 only to a live caller.
     const answeredAtKill = await settledAnswers(api);
 
-    const second = await runSolved("node", { ...env, STOP_AT_END: "true" });
+    const second = await runSolved("node", env);
     expectExit(second, 0);
     const source = await readTopic(brokers, backlog.topic);
     // The bound on duplicates comes from the API and the broker, not from the consumer:
@@ -269,7 +282,7 @@ describe("consumer-solved.ts under faults", () => {
       holding = false;
       release();
 
-      const second = await runSolved("node", { ...env, STOP_AT_END: "true" });
+      const second = await runSolved("node", env);
       expectExit(second, 0);
       const source = await readTopic(brokers, backlog.topic);
       const { bound, duplicates } = await expectRedeliveryBounded(
@@ -303,7 +316,6 @@ describe("consumer-solved.ts under faults", () => {
       const env = (backlog: Backlog, extra: Record<string, string>) =>
         consumerEnv(broker.brokers, backlog.topic, `${backlog.topic}-solved`, {
           API_URL: api.usersUrl,
-          STOP_AT_END: "true",
           ...extra,
         });
       // One consumer still has to fetch after the restart; the other holds its whole
@@ -313,14 +325,10 @@ describe("consumer-solved.ts under faults", () => {
         produce(broker.brokers, uniqueName("restart-fetching"), { messages: 1_200 }),
         produce(broker.brokers, uniqueName("restart-holding"), { messages: 300 }),
       ]);
-      const a = solved(
-        "bun",
-        env(fetching, { CONCURRENCY: "10", HIGH_WATERMARK: "100", LOW_WATERMARK: "50" }),
-      );
-      const b = solved(
-        "node",
-        env(holding, { CONCURRENCY: "1", HIGH_WATERMARK: "1000", LOW_WATERMARK: "500" }),
-      );
+      const envA = env(fetching, { CONCURRENCY: "10", HIGH_WATERMARK: "100", LOW_WATERMARK: "50" });
+      const envB = env(holding, { CONCURRENCY: "1", HIGH_WATERMARK: "1000", LOW_WATERMARK: "500" });
+      const a = solved("bun", envA, caughtUp(envA));
+      const b = solved("node", envB, caughtUp(envB));
       const down = (await a.waitForStatus((s) => s.processed >= 200)).processed;
       await b.waitForStatus((s) => s.processed + s.queued + s.inFlight >= holding.messages);
       await stopJvmBroker(broker, { keepData: true });
@@ -342,7 +350,7 @@ describe("consumer-solved.ts under faults", () => {
         expect(result.summary).toMatchObject({
           processed: backlog.messages,
           deadLettered: 0,
-          exitReason: "caught up with the end of the topic",
+          exitReason: "stopped by SIGTERM",
         });
         await expectAllCommitted(`${backlog.topic}-solved`, backlog.topic, {
           via: broker.brokers,
@@ -391,7 +399,6 @@ describe("consumer-solved.ts under faults", () => {
         REQUEST_TIMEOUT_MS: "1000",
         MAX_RETRIES: String(maxRetries),
         RETRY_BASE_MS: "20",
-        STOP_AT_END: "true",
       }),
     );
     expectExit(run, 0);
@@ -429,14 +436,11 @@ describe("consumer-solved.ts under faults", () => {
     const api = await mockApi({ CAPACITY: String(capacity), RETRY_AFTER_S: "0" });
     const backlog = await produce(brokers, uniqueName("overload"), { messages: 1_500 });
     const groupId = `${backlog.topic}-solved`;
-    const run = solved(
-      "bun",
-      consumerEnv(brokers, backlog.topic, groupId, {
-        API_URL: api.usersUrl,
-        CONCURRENCY: "40",
-        STOP_AT_END: "true",
-      }),
-    );
+    const overloadEnv = consumerEnv(brokers, backlog.topic, groupId, {
+      API_URL: api.usersUrl,
+      CONCURRENCY: "40",
+    });
+    const run = solved("bun", overloadEnv, caughtUp(overloadEnv));
     // Adapted by halfway through: from there on, count 429s against accepted calls.
     await run.waitForStatus((s) => s.processed >= backlog.messages / 2);
     const before = await api.stats();
@@ -501,7 +505,6 @@ describe("consumer-solved.ts under faults", () => {
           API_URL: `http://127.0.0.1:${server.port}/users`,
           MAX_RETRIES: "3",
           RETRY_BASE_MS: "20",
-          STOP_AT_END: "true",
         }),
       );
       expectExit(run, 0);
@@ -537,10 +540,8 @@ describe("consumer-solved.ts under faults", () => {
       env: { MALFORMED_EVERY: String(every) },
     });
     const groupId = `${backlog.topic}-solved`;
-    const run = solved(
-      "deno",
-      consumerEnv(brokers, backlog.topic, groupId, { API_URL: api.usersUrl, STOP_AT_END: "true" }),
-    );
+    const poisonEnv = consumerEnv(brokers, backlog.topic, groupId, { API_URL: api.usersUrl });
+    const run = solved("deno", poisonEnv, caughtUp(poisonEnv));
     const result = await within(run.done, 120_000, "the poison run");
     expectExit(result, 0);
     // What the producer actually wrote, read back and judged here on its own terms.
@@ -592,8 +593,8 @@ describe("consumer-solved.ts under faults", () => {
       partitions: 6,
     });
     const groupId = `${backlog.topic}-solved`;
-    // No STOP_AT_END: a member stops when its own partitions are done, which the
-    // survivor would do before the group noticed the dead one (session timeout, 30 s).
+    // Stopped from outside once the whole group is done: a member cannot tell that by
+    // itself before the group has noticed the dead one (session timeout, 30 s).
     const env = consumerEnv(brokers, backlog.topic, groupId, {
       API_URL: api.usersUrl,
       CONCURRENCY: "10",
@@ -711,7 +712,7 @@ describe("consumer-solved.ts under faults", () => {
       const answeredBefore = await settledAnswers(api);
       expect(new Set(answeredBefore).size).toBe(answeredBefore.length); // none twice yet
 
-      const second = await runSolved("bun", { ...env, STOP_AT_END: "true" });
+      const second = await runSolved("bun", env);
       expectExit(second, 0);
       const source = await readTopic(brokers, backlog.topic);
       const { bound, duplicates } = await expectRedeliveryBounded(
@@ -815,7 +816,6 @@ describe("consumer-solved.ts with KEY_ORDERING", () => {
           CONCURRENCY: "20",
           RETRY_BASE_MS: "20",
           KEY_ORDERING: String(keyOrdering),
-          STOP_AT_END: "true",
         }),
       );
       expectExit(run, 0);

@@ -7,6 +7,7 @@ import { describe, expect, inject, it } from "vitest";
 import { recordFigure } from "../support/figures.ts";
 import {
   committedOffsets,
+  committedToEnd,
   committedWithMetadata,
   commitWithMetadata,
   endOffsets,
@@ -82,7 +83,7 @@ async function stragglers(api: MockApi, commitMetadata: boolean): Promise<Stragg
   expect(committedAtKill).toBeGreaterThan(0);
 
   const second = await within(
-    solved("bun", { ...env, STOP_AT_END: "true" }).done,
+    solved("bun", env, committedToEnd(brokers, groupId, backlog.topic)).done,
     150_000,
     `the restart (COMMIT_METADATA=${label})`,
   );
@@ -336,10 +337,8 @@ describe("consumer-solved.ts redoes only unfinished work after a crash", () => {
     const run = await within(
       solved(
         "node",
-        consumerEnv(brokers, backlog.topic, groupId, {
-          API_URL: api.usersUrl,
-          STOP_AT_END: "true",
-        }),
+        consumerEnv(brokers, backlog.topic, groupId, { API_URL: api.usersUrl }),
+        committedToEnd(brokers, groupId, backlog.topic),
       ).done,
       150_000,
       "the run over foreign metadata",

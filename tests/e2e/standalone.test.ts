@@ -1,17 +1,20 @@
-// Each top-level script is meant to be copied alone into a blog post or an empty
-// folder. Here each one is: a fresh folder holding only that file and a minimal
-// package.json listing the npm packages it imports, `npm install`, then a real run.
+// Each top-level script is meant to be copied alone into a blog post or an empty folder.
+// Here each one is, on each runtime: an empty folder, the file, then exactly the lines
+// its header gives for that runtime (the install, then the run), with `--help` and with
+// a short real run against the suite's broker. Deno runs with the header's permissions
+// only, so a script that needs more than it says fails here.
 
 import { execFile } from "node:child_process";
-import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { beforeAll, describe, expect, inject, it } from "vitest";
 import { projectRoot } from "../../scripts/kafka-jvm.ts";
-import { type Runtime, runtimeCommand, runtimes } from "../../scripts/runtimes.ts";
-import { startCommand } from "../support/child.ts";
-import { committedOffsets, endOffsets, uniqueName } from "../support/kafka.ts";
+import { type Runtime, runtimeBinary, runtimes } from "../../scripts/runtimes.ts";
+import { type StartOptions, type StopCondition, startCommand } from "../support/child.ts";
+import { committedOffsets, committedToEnd, endOffsets, uniqueName } from "../support/kafka.ts";
+import { type ApiStats, answered, total } from "../support/services.ts";
 
 const run = promisify(execFile);
 const brokers = inject("kafkaBrokers");
@@ -21,121 +24,148 @@ const scripts = [
   "consumer-fast.ts",
   "consumer-backpressure.ts",
   "consumer-solved.ts",
-];
-const folders = new Map<string, string>();
+] as const;
+type Script = (typeof scripts)[number];
 
-/** The packages a script imports (bare specifiers, not node: built-ins). */
-function importedPackages(source: string): string[] {
-  const specifiers = [...source.matchAll(/^import[^;]*?from\s+["']([^"']+)["']/gm)].map(
-    (m) => m[1] as string,
-  );
-  return [
-    ...new Set(
-      specifiers
-        .filter((specifier) => !specifier.startsWith("node:"))
-        .map((specifier) =>
-          specifier
-            .split("/")
-            .slice(0, specifier.startsWith("@") ? 2 : 1)
-            .join("/"),
-        ),
-    ),
-  ];
+interface HeaderLines {
+  /** shell commands to run once in the empty folder */
+  install: string[];
+  /** the run command, split into words; its last word is the script */
+  command: string[];
 }
 
-/** Runs a copied script from its own folder, the way its header says. */
-function runCopy(
-  runtime: Runtime,
-  script: string,
-  env: Record<string, string>,
-  args: string[] = [],
-) {
-  const folder = folders.get(script) as string;
-  const { command, args: runtimeArgs } = runtimeCommand(runtime, script, args);
-  return startCommand(command, runtimeArgs, { cwd: folder, env });
+/** The `bun:`, `deno:` and `node:` lines of a script's header. */
+function headerLines(source: string, script: string): Record<Runtime, HeaderLines> {
+  const header = source.slice(0, source.indexOf("*/"));
+  const lines = {} as Record<Runtime, HeaderLines>;
+  for (const runtime of runtimes) {
+    const line = header.match(new RegExp(`^ \\*\\s+${runtime}:\\s+(.+?)\\s*$`, "m"))?.[1];
+    expect(line, `${script}'s header has no "${runtime}:" line`).toBeDefined();
+    // A note after two spaces, such as "(Node 22.18 or later)", is not part of it.
+    const parts = (line as string)
+      .split(/\s{2,}\(/)[0]
+      ?.split("&&")
+      .map((part) => part.trim()) as string[];
+    const command = (parts.pop() as string).split(/\s+/);
+    expect(command[0], `${script}: ${line}`).toBe(runtime);
+    expect(command.at(-1), `${script}: ${line}`).toBe(script);
+    if (runtime === "deno") expect(command, `${script}: Deno without -A`).not.toContain("-A");
+    lines[runtime] = { install: parts, command };
+  }
+  return lines;
+}
+
+let bin: string;
+const work = new Map<string, { folder: string; command: string[] }>();
+const key = (runtime: Runtime, script: string) => `${runtime}/${script}`;
+/** PATH with the project's own bun, deno and node first, as a reader's would have them. */
+const path = () => `${bin}:${process.env.PATH}`;
+
+/** Runs a copied script from its own folder, exactly as its header says. */
+function start(runtime: Runtime, script: Script, options: StartOptions & { help?: boolean } = {}) {
+  const found = work.get(key(runtime, script));
+  if (!found) throw new Error(`no folder for ${key(runtime, script)}`);
+  const [program, ...args] = found.command as [string, ...string[]];
+  return startCommand(program, options.help ? [...args, "--help"] : args, {
+    ...options,
+    cwd: found.folder,
+    env: { PATH: path(), ...options.env },
+  });
 }
 
 beforeAll(async () => {
-  const project = JSON.parse(await readFile(join(projectRoot, "package.json"), "utf8")) as {
-    dependencies: Record<string, string>;
-  };
+  const root = await mkdtemp(join(tmpdir(), "standalone-"));
+  bin = join(root, "bin");
+  await mkdir(bin);
+  for (const runtime of runtimes) await symlink(runtimeBinary(runtime), join(bin, runtime));
   for (const script of scripts) {
     const source = await readFile(join(projectRoot, script), "utf8");
-    // Self-contained means no local imports at all.
-    expect(source, script).not.toMatch(/^import[^;]*from\s+["']\.{1,2}\//m);
-    const dependencies = Object.fromEntries(
-      importedPackages(source).map((name) => {
-        const version = project.dependencies[name];
-        expect(
-          version,
-          `${script} imports ${name}, which package.json does not list`,
-        ).toBeDefined();
-        return [name, version as string];
-      }),
-    );
-    const folder = await mkdtemp(join(tmpdir(), `standalone-${script.replace(".ts", "")}-`));
-    folders.set(script, folder);
-    await copyFile(join(projectRoot, script), join(folder, script));
-    await writeFile(
-      join(folder, "package.json"),
-      `${JSON.stringify({ type: "module", dependencies }, null, 2)}\n`,
-    );
-    // The machine's npm; --prefer-offline takes the packages from npm's cache when it can.
-    await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund"], {
-      cwd: folder,
-      timeout: 180_000,
-    });
+    const lines = headerLines(source, script);
+    for (const runtime of runtimes) {
+      const folder = join(root, `${runtime}-${script.replace(".ts", "")}`);
+      await mkdir(folder);
+      await copyFile(join(projectRoot, script), join(folder, script));
+      for (const install of lines[runtime].install) {
+        // npm may take packages from its cache: the same packages, fetched less often.
+        await run("sh", ["-c", install], {
+          cwd: folder,
+          env: { ...process.env, PATH: path(), npm_config_prefer_offline: "true" },
+          timeout: 180_000,
+        });
+      }
+      work.set(key(runtime, script), { folder, command: lines[runtime].command });
+    }
   }
-}, 600_000);
+  return async () => {
+    await rm(root, { recursive: true, force: true });
+  };
+}, 900_000);
 
-afterAll(async () => {
-  for (const folder of folders.values()) await rm(folder, { recursive: true, force: true });
-});
-
-describe("each script copied alone next to a minimal package.json", () => {
-  it.each(runtimes)("every script starts and lists its settings on %s", async (runtime) => {
+describe.each(runtimes)("each script copied alone, on %s", (runtime) => {
+  it("needs nothing but what its header installs, and lists its settings", async () => {
     for (const script of scripts) {
-      const result = await runCopy(runtime, script, {}, ["--help"]).done;
-      expect(result.code, `${script} on ${runtime}: ${result.stderr}`).toBe(0);
+      const { folder } = work.get(key(runtime, script)) as { folder: string };
+      // Besides the script: only what the install line made (package.json, deno.json…).
+      const made = (await readdir(folder)).filter((name) => name !== script);
+      expect(
+        made.every((name) => /^(package(-lock)?\.json|deno\.(json|lock)|node_modules)$/.test(name)),
+        `${script}: ${made.join(", ")}`,
+      ).toBe(true);
+      const result = await start(runtime, script, { help: true }).done;
+      expect(result.code, `${script} --help on ${runtime}: ${result.stderr}`).toBe(0);
       expect(result.stdout).toContain(`Settings of ${script}`);
     }
   });
 
-  it("they work together: producer on node, mock API on bun, consumers on deno, bun and node", async () => {
-    const topic = uniqueName("standalone");
-    const api = runCopy("bun", "mock-api.ts", { PORT: "0", LATENCY_MS: "10", JITTER_MS: "0" });
+  it("all five work together: produce, serve, consume three ways", async () => {
+    const topic = uniqueName(`standalone-${runtime}`);
+    const messages = 200;
+    const api = start(runtime, "mock-api.ts", {
+      env: { PORT: "0", LATENCY_MS: "10", JITTER_MS: "0" },
+    });
     try {
       const base = (await api.waitForLine(/mock-api listening on/)).match(/(http:\/\/\S+)/)?.[1];
-      const apiUrl = `${base}/users`;
-      const answered = async () =>
-        ((await (await fetch(`${base}/succeeded`)).json()) as { ids: string[] }).ids;
-      const common = { KAFKA_BROKERS: brokers, KAFKA_TOPIC: topic, STOP_AT_END: "true" };
-      const produced = await runCopy("node", "producer.ts", {
-        ...common,
-        MESSAGES: "200",
-        PAYLOAD_BYTES: "512",
-        ID_PREFIX: topic,
+      const get = async <T>(what: string) => (await (await fetch(`${base}${what}`)).json()) as T;
+      const stats = { stats: () => get<ApiStats>("/stats") };
+      const produced = await start(runtime, "producer.ts", {
+        env: {
+          KAFKA_BROKERS: brokers,
+          KAFKA_TOPIC: topic,
+          MESSAGES: String(messages),
+          PAYLOAD_BYTES: "512",
+          ID_PREFIX: topic,
+        },
       }).done;
       expect(produced.code, produced.stderr).toBe(0);
-      const ids = Array.from({ length: 200 }, (_, n) => `${topic}-${n}`);
-      const consumers: [Runtime, string][] = [
-        ["deno", "consumer-solved.ts"],
-        ["bun", "consumer-fast.ts"],
-        ["node", "consumer-backpressure.ts"],
+      expect(total(await endOffsets(brokers, topic))).toBe(messages);
+      const ids = Array.from({ length: messages }, (_, n) => `${topic}-${n}`).sort();
+
+      const consumers: [Script, (groupId: string) => StopCondition][] = [
+        // It calls no API: KafkaJS commits what it counted, and the broker says when.
+        ["consumer-fast.ts", (groupId) => committedToEnd(brokers, groupId, topic)],
+        ["consumer-backpressure.ts", () => answered(stats, messages)],
+        ["consumer-solved.ts", () => answered(stats, messages)],
       ];
-      for (const [runtime, script] of consumers) {
+      for (const [script, caughtUp] of consumers) {
         await fetch(`${base}/reset`, { method: "POST" });
         const groupId = `${topic}-${script}`;
-        const result = await runCopy(runtime, script, {
-          ...common,
-          API_URL: apiUrl,
-          KAFKA_GROUP_ID: groupId,
+        const result = await start(runtime, script, {
+          env: {
+            KAFKA_BROKERS: brokers,
+            KAFKA_TOPIC: topic,
+            KAFKA_GROUP_ID: groupId,
+            API_URL: `${base}/users`,
+          },
+          stopWhen: caughtUp(groupId),
         }).done;
+        // It ran until caught up, took SIGTERM, and left cleanly.
+        expect(result.stoppedWhenMet, `${script}: ${result.stderr}`).toBe(true);
         expect(result.code, `${script} on ${runtime}: ${result.stderr}`).toBe(0);
-        expect(result.summary?.processed, script).toBe(200); // its own word, beside
-        if (script === "consumer-fast.ts") continue; // it calls no API
-        // What the API answered 201: each id exactly once.
-        expect((await answered()).sort(), script).toEqual([...ids].sort());
+        expect(result.summary?.processed, script).toBe(messages); // its own word, beside
+        if (script === "consumer-fast.ts") continue;
+        // What the API answered 201: each id, and exactly once.
+        const succeeded = (await get<{ ids: string[] }>("/succeeded")).ids;
+        expect([...succeeded].sort(), script).toEqual(ids);
         if (script === "consumer-solved.ts") {
           expect(await committedOffsets(brokers, groupId, topic)).toEqual(
             await endOffsets(brokers, topic),

@@ -25,6 +25,8 @@ export interface RunResult {
   durationMs: number;
   /** the script's last stdout line that parses as a JSON object, if any */
   summary: Record<string, unknown> | undefined;
+  /** the harness sent SIGTERM because `stopWhen` was met */
+  stoppedWhenMet: boolean;
 }
 
 export interface StartOptions {
@@ -36,6 +38,19 @@ export interface StartOptions {
   wrap?: (command: string, args: string[]) => [string, string[]];
   /** called with every complete line the child writes */
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
+  /**
+   * Ends the run from outside: polled every 250 ms while the child runs; once it is met
+   * (judged by evidence outside the script, such as the broker's committed offsets), the
+   * child gets SIGTERM, so every such run also exercises the graceful shutdown.
+   */
+  stopWhen?: StopCondition;
+}
+
+/** Something outside a consumer that says it has caught up. */
+export interface StopCondition {
+  met(): Promise<boolean>;
+  /** releases what `met` holds open (a Kafka admin client, …) */
+  close?(): Promise<void>;
 }
 
 export interface RunningScript {
@@ -134,6 +149,7 @@ export function startCommand(program: string, programArgs: string[], options: St
   sample();
   const sampler = setInterval(sample, options.sampleEveryMs ?? 50);
 
+  let stoppedWhenMet = false;
   const done = new Promise<RunResult>((resolve, reject) => {
     child.once("error", (error) => {
       clearInterval(sampler);
@@ -150,9 +166,26 @@ export function startCommand(program: string, programArgs: string[], options: St
         samples,
         durationMs: Date.now() - started,
         summary: lastJsonLine(stdout),
+        stoppedWhenMet,
       });
     });
   });
+  if (options.stopWhen) {
+    const condition = options.stopWhen;
+    void (async () => {
+      const running = () => child.exitCode === null && child.signalCode === null;
+      while (running()) {
+        await new Promise((resolve) => setTimeout(resolve, 250)); // polling, not readiness
+        // A failed check (the broker busy, the API frozen by a test) counts as not met yet.
+        if (running() && (await condition.met().catch(() => false)) && running()) {
+          stoppedWhenMet = true;
+          child.kill("SIGTERM");
+          break;
+        }
+      }
+      await condition.close?.().catch(() => {});
+    })();
+  }
 
   const waitForLine = (pattern: RegExp, timeoutMs = 60_000) =>
     new Promise<string>((resolve, reject) => {

@@ -6,7 +6,7 @@ import { type RunResult, runScript, type StartOptions } from "./child.ts";
 import { expectAnsweredOnce, expectCommittedToEnd } from "./evidence.ts";
 import { recordFigure } from "./figures.ts";
 import { readTopic } from "./kafka.ts";
-import { type Backlog, consumerEnv, type MockApi } from "./services.ts";
+import { answered, type Backlog, consumerEnv, type MockApi } from "./services.ts";
 
 /**
  * The conditions both consumers get, with their own ceiling check and under the
@@ -47,14 +47,16 @@ export function groupOf(backlog: Backlog, consumer: string): string {
 }
 
 export async function runUnbounded({ runtime, brokers, backlog, api, env, wrap }: ConsumerRun) {
+  await api.reset();
   return await runScript(runtime, "consumer-backpressure.ts", {
     env: consumerEnv(brokers, backlog.topic, groupOf(backlog, "unbounded"), {
       API_URL: api.usersUrl,
-      STOP_AT_END: "true",
       ...runtimeSettings(runtime),
       ...env,
     }),
     wrap,
+    // If it survives, it is done once the API has answered every id.
+    stopWhen: answered(api, backlog.messages),
     // Its own check samples every 100 ms and exits at once: sampled this often from
     // outside, the last sample sees almost all of the rise that made it exit.
     sampleEveryMs: unboundedSampleMs,
@@ -70,11 +72,13 @@ export async function runSolved({ runtime, brokers, backlog, api, env, wrap }: C
     env: consumerEnv(brokers, backlog.topic, groupOf(backlog, "solved"), {
       API_URL: api.usersUrl,
       CONCURRENCY: String(conditions.concurrency),
-      STOP_AT_END: "true",
       ...runtimeSettings(runtime),
       ...env,
     }),
     wrap,
+    // Stopped once the API has answered every id: the commits checked afterwards are
+    // then the graceful shutdown's doing.
+    stopWhen: answered(api, backlog.messages),
   });
 }
 

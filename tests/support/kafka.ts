@@ -1,7 +1,9 @@
 // Small KafkaJS helpers for tests: unique names, topics, end and committed offsets, and
-// reading a whole topic back (a dead-letter topic, with its headers).
+// reading a whole topic back (a dead-letter topic, with its headers), and the broker's
+// word that a consumer group has caught up.
 import { randomBytes } from "node:crypto";
 import { type Admin, Kafka, logLevel } from "kafkajs";
+import type { StopCondition } from "./child.ts";
 
 export function uniqueName(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
@@ -19,6 +21,38 @@ export async function withAdmin<T>(brokers: string, use: (admin: Admin) => Promi
   } finally {
     await admin.disconnect();
   }
+}
+
+/**
+ * Met once the group's committed offset reaches the end of every partition of `topic`:
+ * a consumer has caught up, on the broker's word. Holds one admin client until closed.
+ */
+export function committedToEnd(brokers: string, groupId: string, topic: string): StopCondition {
+  let admin: Admin | undefined;
+  return {
+    async met() {
+      if (!admin) {
+        admin = kafkaClient(brokers, "tests-stop").admin();
+        await admin.connect();
+      }
+      const [ends, [committed]] = await Promise.all([
+        admin.fetchTopicOffsets(topic),
+        admin.fetchOffsets({ groupId, topics: [topic] }),
+      ]).catch(async (error: unknown) => {
+        // The broker may have gone (a test restarts it): connect afresh next time.
+        await admin?.disconnect().catch(() => {});
+        admin = undefined;
+        throw error;
+      });
+      const at = (partition: number) =>
+        Number(committed?.partitions.find((c) => c.partition === partition)?.offset ?? -1);
+      // A partition that holds nothing has nothing to commit.
+      return ends.every((end) => end.high === end.low || at(end.partition) >= Number(end.high));
+    },
+    async close() {
+      await admin?.disconnect();
+    },
+  };
 }
 
 export type OffsetsByPartition = Record<number, string>;

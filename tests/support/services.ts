@@ -2,7 +2,7 @@
 // API, the producer, and helpers to read what they report.
 import { expect } from "vitest";
 import type { Runtime } from "../../scripts/runtimes.ts";
-import { type RunResult, runScript, startScript } from "./child.ts";
+import { type RunResult, runScript, type StopCondition, startScript } from "./child.ts";
 
 export interface ApiStats {
   requests: number;
@@ -39,6 +39,11 @@ export interface MockApi {
   succeeded(): Promise<string[]>;
   reset(): Promise<void>;
   stop(): Promise<void>;
+}
+
+/** Met once the API has answered 201 for `count` distinct ids since its last reset. */
+export function answered(api: Pick<MockApi, "stats">, count: number): StopCondition {
+  return { met: async () => (await api.stats()).distinctSucceeded >= count };
 }
 
 /** Starts mock-api.ts on a free port and waits for its "listening" line. */

@@ -2,7 +2,7 @@
 // a condition on them (processed so far, queue full, …) and keep them for assertions.
 import { afterEach, expect } from "vitest";
 import type { Runtime } from "../../scripts/runtimes.ts";
-import { type RunningScript, type RunResult, startScript } from "./child.ts";
+import { type RunningScript, type RunResult, type StopCondition, startScript } from "./child.ts";
 import { type MockApi, startMockApi } from "./services.ts";
 
 /** One status line of consumer-solved.ts (STATUS_FORMAT=json). */
@@ -61,11 +61,16 @@ export function statusesOf(run: Pick<RunResult, "stdout">): SolvedStatus[] {
 }
 
 /** Starts consumer-solved.ts with JSON status lines. */
-export function startSolved(runtime: Runtime, env: Record<string, string>): SolvedRun {
+export function startSolved(
+  runtime: Runtime,
+  env: Record<string, string>,
+  stopWhen?: StopCondition,
+): SolvedRun {
   const statuses: SolvedStatus[] = [];
   const waiters = new Set<{ test: (status: SolvedStatus) => boolean; resolve: () => void }>();
   const run = startScript(runtime, "consumer-solved.ts", {
     env: { ...env, STATUS_FORMAT: "json" },
+    stopWhen,
     onLine: (line, stream) => {
       const status = stream === "stdout" ? parseStatus(line) : undefined;
       if (!status) return;
@@ -127,8 +132,8 @@ export function stoppedAfterEach() {
   });
   return {
     /** Starts consumer-solved.ts (JSON status lines), to be stopped after the case. */
-    solved(runtime: Runtime, env: Record<string, string>): SolvedRun {
-      const run = startSolved(runtime, env);
+    solved(runtime: Runtime, env: Record<string, string>, stopWhen?: StopCondition): SolvedRun {
+      const run = startSolved(runtime, env, stopWhen);
       consumers.push(run);
       return run;
     },
