@@ -1,18 +1,17 @@
 /**
  * consumer-backpressure.ts: the failure. One slow HTTP call per message, not awaited.
  *
- * A naive way to get concurrency: start the call for each message and return at once,
- * so KafkaJS hands over the next message straight away. Nothing limits how many calls
- * are open, so the process pulls the whole backlog into memory until it passes its
- * ceiling and exits with code 3, the way a pod is killed at its memory limit. Auto
- * commit is on, as in most naive consumers: offsets of messages whose calls never
- * finished get committed too, so a crash loses them.
+ * A naive way to get concurrency: start the call for each message and return at once, so
+ * KafkaJS hands over the next message straight away. Nothing limits the calls open, so
+ * the process pulls the backlog into memory until it passes MEMORY_LIMIT_MB and exits
+ * with code 3, as a pod is killed at its limit. Auto commit is on, as in most naive
+ * consumers: offsets of calls that never finished get committed too, so a crash loses them.
  *
  * Start mock-api.ts and fill the topic with producer.ts first. With every default
  * (producer.ts: MESSAGES=10000, PAYLOAD_BYTES=16384; mock-api.ts: LATENCY_MS=1000;
- * here MEMORY_LIMIT_MB=256) it dies on Bun, Deno and Node, on Bun differently: its fetch
- * opens 256 sockets at most and queues the rest (the README says more). Until it dies or
- * is stopped (Ctrl-C, SIGTERM): a status line every 500 ms, one line of JSON at the end.
+ * here MEMORY_LIMIT_MB=256) it dies on Bun, Deno and Node (on Bun by another road: its
+ * fetch opens 256 sockets and queues the rest; see the README). It prints a status line
+ * every 500 ms, and one line of JSON when it dies or is stopped (Ctrl-C, SIGTERM).
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-backpressure.ts
