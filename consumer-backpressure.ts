@@ -1,408 +1,288 @@
 /**
  * consumer-backpressure.ts: the failure. One slow HTTP call per message, not awaited.
  *
- * A naive way to get concurrency: start the call for each message and return at once,
- * so KafkaJS hands over the next message straight away. Nothing limits how many calls
- * are open, so the process pulls the whole backlog into memory (messages, request
- * bodies, sockets or the runtime's own request queue) until it passes its memory
- * ceiling and exits with code 3, the way a pod is killed at its memory limit.
- * Auto commit is on, as in most naive consumers: offsets of messages whose calls never
- * finished get committed too, so a crash loses them.
+ * A naive way to get concurrency: start the call for each message and return at once, so
+ * KafkaJS hands over the next message straight away. Nothing limits the calls open, so
+ * the process pulls the backlog into memory until it passes MEMORY_LIMIT_MB and exits
+ * with code 3, as a pod is killed at its limit. Auto commit is on, as in most naive
+ * consumers: offsets of calls that never finished get committed too, so a crash loses them.
  *
- *   bun run consumer-backpressure.ts   deno run -A consumer-backpressure.ts   node consumer-backpressure.ts
- *   API_URL=http://127.0.0.1:3000/users MEMORY_LIMIT_MB=200 bun run consumer-backpressure.ts
+ * Start mock-api.ts and fill the topic with producer.ts first. With every default
+ * (producer.ts: MESSAGES=10000, PAYLOAD_BYTES=16384; mock-api.ts: LATENCY_MS=1000;
+ * here MEMORY_LIMIT_MB=256) it dies on Bun, Deno and Node (on Bun by another road: its
+ * fetch opens 256 sockets and queues the rest; see the README). It prints a status line
+ * every 500 ms, and one line of JSON when it dies or is stopped (Ctrl-C, SIGTERM).
  *
- * Start mock-api.ts first and fill the topic with producer.ts. With the defaults (a
- * 10,000-event backlog of 2 KB events, 100 ms API latency) it passes the 200 MB
- * ceiling on Bun, Deno and Node; see --help for the settings and the README for why
- * Bun gets there differently (it queues requests inside its fetch, 256 sockets at most).
- * Every 500 ms it prints a status line; at exit, one line of JSON with the summary.
+ * Run this one file alone (settings: --help):
+ *   bun:  bun run consumer-backpressure.ts
+ *   deno: deno add npm:kafkajs && deno run --allow-net --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-backpressure.ts
+ *   node: npm i kafkajs && npm pkg set type=module && node consumer-backpressure.ts        (Node 22.18 or later)
  */
 
-import v8 from "node:v8";
-import { Kafka, logLevel } from "kafkajs";
-import { z } from "zod";
+import { type Consumer, Kafka, type logCreator, logLevel } from "kafkajs";
 
-// ---- Settings (environment variables; --help lists them) ----
-const settingsShape = {
-  KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),
-  KAFKA_TOPIC: text("CREATE_USER", "topic to consume"),
-  KAFKA_GROUP_ID: text("consumer-backpressure", "consumer group"),
-  API_URL: text("http://127.0.0.1:3000/users", "where each message is POSTed (mock-api.ts)"),
-  FROM_BEGINNING: flag(true, "start at the oldest message when the group has no committed offset"),
-  STOP_AT_END: flag(false, "exit 0 once everything in the topic at start is consumed and answered"),
-  MEMORY_LIMIT_MB: wholeNumber(
-    256,
-    0,
-    1_000_000,
-    "exit 3 when resident memory (RSS) passes this, as a pod is killed at its limit (0: off)",
-  ),
-  STATUS_INTERVAL_MS: wholeNumber(500, 50, 3_600_000, "how often to print the status line"),
-  STATUS_FORMAT: choice(
-    ["text", "json"],
-    "text",
-    "status lines as text for people or JSON for tools",
-  ),
-};
+const settings = readSettings(
+  {
+    KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),
+    KAFKA_TOPIC: text("CREATE_USER", "topic to consume"),
+    KAFKA_GROUP_ID: text("consumer-backpressure", "consumer group"),
+    API_URL: text("http://127.0.0.1:3000/users", "where each event is POSTed (mock-api.ts)"),
+    FROM_BEGINNING: flag(true, "start at the oldest message when the group has no offset yet"),
+    MEMORY_LIMIT_MB: number(256, "exit 3 when RSS passes this, as a pod dies (0: off)", 0, 1e6),
+    STATUS_INTERVAL_MS: number(500, "how often to print the status line", 50, 3_600_000),
+    STATUS_FORMAT: text("text", "status lines as text or json", /^\s*(text|json)\s*$/, "text|json"),
+  },
+  "0 stopped by Ctrl-C or SIGTERM, 1 Kafka failed, 2 bad setting, 3 memory limit exceeded",
+);
 
-const EXIT_MEMORY_LIMIT = 3; // the same code in every consumer: "killed" at the memory ceiling
+// received: handed over by Kafka; processed: the API answered 2xx; failed: it did not.
+const counts = { received: 0, processed: 0, failed: 0, malformed: 0, inFlight: 0 };
+let firstError: string | undefined;
 
-// ---- Main flow ----
 async function main() {
-  const settings = loadSettings(settingsShape);
-  const topic = settings.KAFKA_TOPIC;
+  hideTimeoutNegativeWarning();
+  // 1. A consumer in a group, auto commit on (KafkaJS's default). It must not create the topic.
+  const brokers = settings.KAFKA_BROKERS.split(",");
   const kafka = new Kafka({
     clientId: "consumer-backpressure",
-    brokers: settings.KAFKA_BROKERS.split(","),
-    logLevel: logLevel.WARN,
-    connectionTimeout: 3_000,
-    retry: { retries: 5, maxRetryTime: 5_000 },
+    brokers,
+    logCreator: quietTransientErrors,
   });
-  const consumer = kafka.consumer({ groupId: settings.KAFKA_GROUP_ID });
-  // received: handed over by Kafka; processed: the API answered 2xx; failed: it did not.
-  const stats = {
-    started: performance.now(),
-    received: 0,
-    processed: 0,
-    failed: 0,
-    malformed: 0,
-    inFlight: 0,
-  };
-  let firstError: string | undefined;
-  const memory = watchMemory(settings.MEMORY_LIMIT_MB);
-  adviseOnHeap(settings.MEMORY_LIMIT_MB);
-
-  const endAtStart = await connectAndReadEnds(kafka, consumer, settings);
-  const position = new Map<number, number>(); // partition → next offset to consume
-  let stopping = false;
-
-  const printStatus = () => {
-    const seconds = (performance.now() - stats.started) / 1_000;
-    const rate = stats.processed / seconds;
-    const status = {
-      type: "status",
-      elapsedS: round(seconds, 1),
-      received: stats.received,
-      processed: stats.processed,
-      failed: stats.failed,
-      malformed: stats.malformed,
-      inFlight: stats.inFlight,
-      ratePerSec: Math.round(rate),
-      msPerMessage: stats.processed ? round((seconds * 1_000) / stats.processed, 3) : null,
-      ...memory.figures(),
-    };
-    console.log(
-      settings.STATUS_FORMAT === "json"
-        ? JSON.stringify(status)
-        : `[backpressure] ${status.elapsedS.toFixed(1)}s received ${fmt(status.received)} processed ${fmt(status.processed)} (${fmt(status.ratePerSec)}/s, ${status.msPerMessage ?? "-"} ms/msg) failed ${fmt(status.failed)} malformed ${fmt(status.malformed)} in flight ${fmt(status.inFlight)} | ${memory.describe()}`,
-    );
-  };
-
-  const finish = async (exitReason: string, exitCode: number) => {
-    if (stopping) return;
-    stopping = true;
-    clearInterval(statusTimer);
-    memory.stop();
-    printStatus();
-    const seconds = (performance.now() - stats.started) / 1_000; // leaving the group not included
-    if (exitCode !== EXIT_MEMORY_LIMIT) await consumer.disconnect().catch(() => {});
-    console.log(
-      JSON.stringify({
-        type: "summary",
-        script: "consumer-backpressure",
-        runtime: runtime(),
-        received: stats.received,
-        processed: stats.processed,
-        failed: stats.failed,
-        malformed: stats.malformed,
-        inFlightAtExit: stats.inFlight,
-        firstError,
-        durationMs: Math.round(seconds * 1_000),
-        ratePerSec: Math.round(stats.processed / seconds),
-        peakRssMb: memory.peakRssMb(),
-        peakHeapMb: memory.peakHeapMb(),
-        memoryLimitMb: settings.MEMORY_LIMIT_MB,
-        memoryLimitExceeded: exitCode === EXIT_MEMORY_LIMIT,
-        exitReason,
-        exitCode,
-      }),
-    );
-    process.exit(exitCode);
-  };
-
-  // STOP_AT_END: done when every assigned partition has reached where it ended at
-  // start and every call has been answered.
-  const caughtUp = () =>
-    endAtStart !== undefined &&
-    stats.inFlight === 0 &&
-    startAt !== undefined &&
-    [...startAt].every(
-      ([partition, start]) =>
-        Math.max(start, position.get(partition) ?? 0) >= (endAtStart.get(partition) ?? 0),
-    );
-  let startAt: Map<number, number> | undefined; // assigned partition → where it started
-  consumer.on(consumer.events.GROUP_JOIN, async ({ payload }) => {
-    if (!endAtStart) return;
-    const assigned = payload.memberAssignment[topic] ?? [];
-    const starts = await startOffsets(
-      kafka,
-      settings.KAFKA_GROUP_ID,
-      topic,
-      settings.FROM_BEGINNING,
-    );
-    startAt = new Map(assigned.map((partition) => [partition, starts.get(partition) ?? 0]));
-    if (caughtUp()) void finish("caught up with the end of the topic", 0);
+  const consumer = kafka.consumer({
+    groupId: settings.KAFKA_GROUP_ID,
+    allowAutoTopicCreation: false,
   });
 
-  const statusTimer = setInterval(printStatus, settings.STATUS_INTERVAL_MS);
-  memory.onExceeded((figures) => {
-    console.log(
-      `MEMORY LIMIT EXCEEDED: rss ${figures.rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB (heap ${figures.heapMb} MB); exiting with code ${EXIT_MEMORY_LIMIT}, as a pod would be killed`,
-    );
-    void finish("memory limit exceeded", EXIT_MEMORY_LIMIT);
-  });
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.once(signal, () => void finish(`stopped by ${signal}`, 0));
+  report(consumer); // status lines from now on; Ctrl-C or SIGTERM ends with the summary
+
+  // 2. Join the group and subscribe, or say what failed.
+  try {
+    await consumer.connect();
+    await consumer.subscribe({
+      topic: settings.KAFKA_TOPIC,
+      fromBeginning: settings.FROM_BEGINNING,
+    });
+  } catch (error) {
+    console.error(whyConnectFailed(error as Error, settings.KAFKA_BROKERS, settings.KAFKA_TOPIC));
+    process.exit(1);
   }
 
+  // 3. For each message: read the event, start its call, return. This is the mistake.
   await consumer.run({
-    eachMessage: async ({ partition, message }) => {
-      stats.received++;
-      position.set(partition, Number(message.offset) + 1);
+    eachMessage: async ({ message }) => {
+      counts.received++;
       const event = parseEvent(message.value);
       if (!event) {
-        stats.malformed++; // counted and skipped: this consumer has nowhere to put it
+        counts.malformed++; // counted and skipped: this consumer has nowhere to put it
         return;
       }
-      stats.inFlight++;
-      // The mistake this script shows: the call starts and nobody waits for it, so
-      // KafkaJS is free to hand over the next message at once, and the next... Each
-      // open call keeps its event (and, on Bun, its queued request) in memory.
-      void createUser(settings.API_URL, event)
-        .then(
-          () => stats.processed++,
-          (error: Error) => {
-            stats.failed++;
-            firstError ??= `could not create ${event.username}: ${error.message} (is mock-api.ts running at ${settings.API_URL}?)`;
-          },
-        )
-        .finally(() => {
-          stats.inFlight--;
-          if (caughtUp()) void finish("caught up with the end of the topic", 0);
-        });
+      // THE MISTAKE. The call starts and nobody waits for it (`void` says so). Returning
+      // at once tells KafkaJS this message is done, so it hands over the next one at
+      // once, and the next... Nothing bounds how many calls are open, and each open call
+      // holds its event, its request and a socket (on Bun, a place in fetch's own queue).
+      // The backlog moves out of Kafka into this process, as fast as Kafka can send it,
+      // until memory runs out. `await createUser(event)` would bound it to one call at a
+      // time and crawl; consumer-solved.ts bounds it to CONCURRENCY calls instead.
+      counts.inFlight++;
+      void createUser(event)
+        .then(() => counts.processed++)
+        .catch((error: Error) => {
+          counts.failed++;
+          firstError ??= `${error.message} (is mock-api.ts running at ${settings.API_URL}?)`;
+        })
+        .finally(() => counts.inFlight--);
     },
   });
+  // 4. It runs until memory passes MEMORY_LIMIT_MB (exit 3) or Ctrl-C/SIGTERM (exit 0).
 }
 
-// ---- Helpers ----
+type UserEvent = { id: string; username: string };
 
-interface UserEvent {
-  id: string;
-  email: string;
-  username: string;
-}
-
-/** The event in a message, or undefined when it is not one. */
+/** The event in a message, or undefined when it is not one (not JSON, or fields missing). */
 function parseEvent(value: Buffer | null): UserEvent | undefined {
   try {
-    const event = JSON.parse(value?.toString() ?? "null") as Partial<UserEvent> | null;
-    return typeof event?.id === "string" && typeof event.username === "string"
-      ? (event as UserEvent)
-      : undefined;
+    const event = JSON.parse(String(value));
+    return typeof event?.id === "string" && typeof event.username === "string" ? event : undefined;
   } catch {
     return undefined;
   }
 }
 
 /** The slow external call: POSTs the event; rejects unless the API answers 2xx. */
-async function createUser(url: string, event: UserEvent): Promise<void> {
-  const response = await fetch(url, {
+async function createUser(event: UserEvent): Promise<void> {
+  const response = await fetch(settings.API_URL, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(event),
   });
   await response.arrayBuffer(); // read the answer, as real code would
-  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  if (!response.ok) throw new Error(`HTTP ${response.status} for ${event.username}`);
 }
 
-type ConsumerSettings = z.infer<z.ZodObject<typeof settingsShape>>;
+// ==== Instrumentation and plumbing: a reader may skip from here on ====
 
-/** Connects and subscribes; with STOP_AT_END, returns where each partition ended at start. */
-async function connectAndReadEnds(
-  kafka: Kafka,
-  consumer: ReturnType<Kafka["consumer"]>,
-  settings: ConsumerSettings,
-): Promise<Map<number, number> | undefined> {
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    await consumer.connect();
-    await consumer.subscribe({
-      topics: [settings.KAFKA_TOPIC],
-      fromBeginning: settings.FROM_BEGINNING,
-    });
-    if (!settings.STOP_AT_END) return undefined;
-    const offsets = await admin.fetchTopicOffsets(settings.KAFKA_TOPIC);
-    return new Map(offsets.map((p) => [p.partition, Number(p.high)]));
-  } catch (error) {
-    console.error(`Kafka is unreachable at ${settings.KAFKA_BROKERS}: ${(error as Error).message}`);
-    process.exit(1);
-  } finally {
-    await admin.disconnect();
-  }
-}
-
-/** The offset each partition starts from: committed, else the oldest (or newest). */
-async function startOffsets(
-  kafka: Kafka,
-  groupId: string,
-  topic: string,
-  fromBeginning: boolean,
-): Promise<Map<number, number>> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-    const bounds = await admin.fetchTopicOffsets(topic);
-    return new Map(
-      bounds.map((p) => {
-        const offset = Number(
-          committed?.partitions.find((c) => c.partition === p.partition)?.offset ?? -1,
-        );
-        return [p.partition, offset >= 0 ? offset : Number(fromBeginning ? p.low : p.high)];
-      }),
+/**
+ * A status line now and then; at a signal or the memory limit, the summary and exit.
+ * It does not wait for the calls still open: this is the broken consumer, it just reports.
+ */
+function report(consumer: Consumer) {
+  const started = performance.now();
+  const memory = watchMemory(settings.MEMORY_LIMIT_MB, (rssMb) => {
+    console.log(`MEMORY LIMIT EXCEEDED: rss ${rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB; exit 3`);
+    void stop("memory limit exceeded", 3);
+  });
+  const status = () => {
+    const elapsedS = (performance.now() - started) / 1_000;
+    const ratePerSec = Math.round(counts.processed / elapsedS);
+    return { elapsedS, ...counts, ratePerSec, ...memory.figures };
+  };
+  const print = (s = status()) =>
+    console.log(
+      settings.STATUS_FORMAT === "json" ? JSON.stringify({ type: "status", ...s }) : statusLine(s),
     );
-  } finally {
-    await admin.disconnect();
-  }
+  const timer = setInterval(print, settings.STATUS_INTERVAL_MS);
+  let stopping = false;
+  const stop = async (exitReason: string, exitCode: number) => {
+    if (stopping) return; // a second signal changes nothing
+    stopping = true;
+    clearInterval(timer);
+    memory.stop();
+    const last = status(); // the time it takes to leave the group is not counted
+    print(last);
+    if (exitCode === 0) await consumer.disconnect().catch(() => {}); // calls still open: left
+    const { elapsedS, rssMb, heapMb, inFlight, ...figures } = last;
+    const about = { type: "summary", script: "consumer-backpressure", runtime: runtimeName() };
+    const end = { inFlightAtExit: inFlight, firstError, durationMs: Math.round(elapsedS * 1e3) };
+    const limit = { memoryLimitMb: settings.MEMORY_LIMIT_MB, memoryLimitExceeded: exitCode === 3 };
+    console.log(JSON.stringify({ ...about, ...figures, ...end, ...limit, exitReason, exitCode }));
+    process.exit(exitCode);
+  };
+  process.on("SIGINT", () => void stop("stopped by SIGINT", 0));
+  process.on("SIGTERM", () => void stop("stopped by SIGTERM", 0));
 }
 
-interface MemoryFigures {
-  rssMb: number;
-  heapMb: number;
-  maxRssMb: number;
-  maxHeapMb: number;
+type Figures = Record<"elapsedS" | "ratePerSec" | "rssMb", number> & typeof counts;
+
+/** One short status line, to read or to paste; STATUS_FORMAT=json has every figure. */
+export function statusLine(s: Figures) {
+  const n = (value: number) => value.toLocaleString("en-US");
+  const done = `processed ${n(s.processed)} (${n(s.ratePerSec)}/s)`;
+  const failed = s.failed ? ` failed ${n(s.failed)}` : "";
+  return `[backpressure] ${s.elapsedS.toFixed(1)}s received ${n(s.received)} ${done}${failed} in flight ${n(s.inFlight)} | rss ${s.rssMb} MB`;
+}
+
+// ---- KafkaJS on a runtime of today: say what failed, and stay quiet about what is normal ----
+
+/** Why joining failed: Kafka unreachable, the topic missing, or what Kafka answered. */
+export function whyConnectFailed(error: Error, brokers: string, topic: string): string {
+  if ((error as { type?: string }).type === "UNKNOWN_TOPIC_OR_PARTITION") {
+    return `Topic ${topic} does not exist at ${brokers}: fill it with producer.ts first`;
+  }
+  if ([error, error.cause].some((e) => (e as Error)?.name === "KafkaJSConnectionError")) {
+    return `Kafka is unreachable at ${brokers}: ${error.message}`;
+  }
+  return `Kafka at ${brokers} failed on topic ${topic}: ${error.message}`;
 }
 
 /**
- * Watches resident memory (RSS: what a container's limit counts) and heap every
- * 100 ms, keeps the peaks, and calls back once when RSS passes the ceiling.
+ * KafkaJS's warnings and errors, minus those a fresh broker gives while it loads its
+ * offsets topic: KafkaJS retries them, so they are a normal start, not a fault.
  */
-function watchMemory(limitMb: number) {
-  let current = { rssMb: 0, heapMb: 0 };
-  let maxRssMb = 0;
-  let maxHeapMb = 0;
-  let exceeded: ((figures: MemoryFigures) => void) | undefined;
+export const quietTransientErrors: logCreator = () => (entry) => {
+  const transient = /coordinator is (not available|loading)|not the correct coordinator/;
+  const { level, label, namespace, log } = entry;
+  if (level > logLevel.WARN || transient.test(log.error)) return;
+  console.error(JSON.stringify({ level: label, ...log, message: `[${namespace}] ${log.message}` }));
+};
+
+/**
+ * KafkaJS 2.2.4 arms a timer with a negative delay when nothing is throttled; the runtime
+ * warns (TimeoutNegativeWarning) and waits 1 ms, as KafkaJS meant. Hide only that warning.
+ */
+export function hideTimeoutNegativeWarning() {
+  for (const print of process.listeners("warning")) {
+    process.off("warning", print);
+    process.on("warning", (warning) => warning.name === "TimeoutNegativeWarning" || print(warning));
+  }
+}
+
+// ---- Settings reader: each script of this project carries the same copy, so that it
+// stands alone (tests/unit/drift.test.ts keeps the copies identical) ----
+
+interface Setting<T> {
+  fallback: T;
+  doc: string;
+  expected: string;
+  parse: (raw: string) => T | undefined; // undefined: not a valid value
+}
+
+function text(fallback: string, doc: string, pattern = /\S/, expected = "text"): Setting<string> {
+  return { fallback, doc, expected, parse: (raw) => (pattern.test(raw) ? raw.trim() : undefined) };
+}
+
+function number(fallback: number, doc: string, min: number, max: number, whole = true) {
+  const expected = `${whole ? "a whole number" : "a number"} from ${min} to ${max}`;
+  const parse = (raw: string) => {
+    const n = Number(raw);
+    return n >= min && n <= max && (!whole || Number.isInteger(n)) ? n : undefined;
+  };
+  return { fallback, doc, expected, parse } satisfies Setting<number>;
+}
+
+function flag(fallback: boolean, doc: string): Setting<boolean> {
+  const parse = (raw: string) => ({ true: true, false: false })[raw.trim() as "true" | "false"];
+  return { fallback, doc, expected: "true or false", parse };
+}
+
+/** Reads settings from the environment (unset or empty: the default); a bad one exits 2. */
+function readSettings<S extends Record<string, Setting<unknown>>>(spec: S, exitCodes: string) {
+  const help = process.argv.includes("--help");
+  if (help) console.log(`Settings of ${process.argv[1]?.split("/").pop()}, from the environment:`);
+  const values: Record<string, unknown> = {};
+  let bad = false;
+  for (const [name, { fallback, doc, expected, parse }] of Object.entries(spec)) {
+    if (help) console.log(`  ${name.padEnd(20)} ${doc} [default: ${fallback}]`);
+    const raw = process.env[name];
+    values[name] = raw === undefined || raw === "" ? fallback : parse(raw);
+    if (values[name] !== undefined) continue;
+    console.error(`Bad setting ${name}=${JSON.stringify(raw)}: expected ${expected}`);
+    bad = true;
+  }
+  if (help) console.log(`Exit codes: ${exitCodes}.`);
+  if (help || bad) process.exit(help ? 0 : 2);
+  return values as { [K in keyof S]: S[K]["fallback"] };
+}
+
+// ---- Memory figures: every consumer of this project carries the same copy
+// (tests/unit/drift.test.ts keeps the copies identical) ----
+
+/**
+ * Samples resident memory (RSS: what a container's limit counts) and the JS heap every
+ * 100 ms, keeps the peaks, and calls `onExceeded` once when RSS passes `limitMb`
+ * (0: never), as a pod is killed at its limit.
+ */
+function watchMemory(limitMb: number, onExceeded: (rssMb: number) => void) {
+  const figures = { rssMb: 0, heapMb: 0, peakRssMb: 0, peakHeapMb: 0 };
   const sample = () => {
     const { rss, heapUsed } = process.memoryUsage();
-    current = { rssMb: Math.round(rss / 2 ** 20), heapMb: Math.round(heapUsed / 2 ** 20) };
-    maxRssMb = Math.max(maxRssMb, current.rssMb);
-    maxHeapMb = Math.max(maxHeapMb, current.heapMb);
-    if (limitMb > 0 && current.rssMb > limitMb && exceeded) {
-      const callback = exceeded;
-      exceeded = undefined;
-      callback(figures());
+    figures.rssMb = Math.round(rss / 2 ** 20);
+    figures.heapMb = Math.round(heapUsed / 2 ** 20);
+    figures.peakRssMb = Math.max(figures.peakRssMb, figures.rssMb);
+    figures.peakHeapMb = Math.max(figures.peakHeapMb, figures.heapMb);
+    if (limitMb > 0 && figures.rssMb > limitMb) {
+      clearInterval(timer);
+      onExceeded(figures.rssMb);
     }
   };
-  const figures = (): MemoryFigures => ({ ...current, maxRssMb, maxHeapMb });
-  sample();
   const timer = setInterval(sample, 100);
-  return {
-    figures,
-    peakRssMb: () => maxRssMb,
-    peakHeapMb: () => maxHeapMb,
-    onExceeded: (callback: (figures: MemoryFigures) => void) => {
-      exceeded = callback;
-    },
-    describe: () =>
-      `rss ${current.rssMb} MB (max ${maxRssMb}${limitMb ? ` / limit ${limitMb}` : ""}) heap ${current.heapMb} MB (max ${maxHeapMb})`,
-    stop: () => clearInterval(timer),
-  };
+  sample();
+  return { figures, stop: () => clearInterval(timer) };
 }
 
-/**
- * V8 (Node, Deno) sizes its heap from the machine, not from MEMORY_LIMIT_MB, and on a
- * large machine grows it far beyond what it needs. In a container Node sizes it from
- * the limit itself (Deno does not); elsewhere it has to be told.
- */
-function adviseOnHeap(limitMb: number) {
-  if (limitMb === 0 || "Bun" in globalThis) return;
-  const heapLimitMb = Math.round(v8.getHeapStatistics().heap_size_limit / 2 ** 20);
-  if (heapLimitMb <= 2 * limitMb) return;
-  const flags = [`--max-old-space-size=${limitMb}`, "--max-semi-space-size=1"];
-  console.error(
-    `note: the heap may grow to ${heapLimitMb} MB here, far above MEMORY_LIMIT_MB=${limitMb}. To behave as in a pod with that limit, start with NODE_OPTIONS="${flags.join(" ")}" (Node) or DENO_V8_FLAGS=${flags.join(",")} (Deno).`,
-  );
-}
-
-function runtime(): string {
+function runtimeName(): string {
   if ("Bun" in globalThis) return `bun ${process.versions.bun}`;
   if ("Deno" in globalThis) return `deno ${process.versions.deno}`;
   return `node ${process.versions.node}`;
-}
-
-function fmt(n: number): string {
-  return n.toLocaleString("en-US");
-}
-
-function round(n: number, digits: number): number {
-  return Number(n.toFixed(digits));
-}
-
-// ---- Settings helpers (each script of this project carries its own, to stand alone) ----
-
-function text(fallback: string, doc: string) {
-  return z.string().trim().min(1, { error: "must not be empty" }).default(fallback).describe(doc);
-}
-
-function wholeNumber(fallback: number, min: number, max: number, doc: string) {
-  const error = `expected a whole number from ${min} to ${max}`;
-  return z.coerce
-    .number({ error })
-    .int({ error })
-    .min(min, { error })
-    .max(max, { error })
-    .default(fallback)
-    .describe(doc);
-}
-
-function flag(fallback: boolean, doc: string) {
-  return z.stringbool({ error: "expected true or false" }).default(fallback).describe(doc);
-}
-
-function choice<const T extends readonly [string, ...string[]]>(
-  values: T,
-  fallback: T[number],
-  doc: string,
-) {
-  return z
-    .enum(values, { error: `expected one of ${values.join(", ")}` })
-    .default(fallback)
-    .describe(doc);
-}
-
-/** Reads the settings from the environment; --help lists them; a bad one exits 2. */
-function loadSettings<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObject<S>> {
-  if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    console.log(`Settings of ${process.argv[1]?.split("/").pop()}, from environment variables:`);
-    for (const [name, field] of Object.entries(shape) as [string, z.ZodDefault][]) {
-      const fallback = field.def.defaultValue;
-      const shown = fallback === "" ? "" : ` [default: ${fallback}]`;
-      console.log(`  ${name.padEnd(18)} ${field.description}${shown}`);
-    }
-    console.log(
-      `Exit codes: 0 done, 1 Kafka unreachable, 2 bad setting, ${EXIT_MEMORY_LIMIT} memory limit exceeded.`,
-    );
-    process.exit(0);
-  }
-  const result = z.object(shape).safeParse(process.env);
-  if (result.success) return result.data;
-  for (const issue of result.error.issues) {
-    const name = String(issue.path[0]);
-    console.error(`Bad setting ${name}=${JSON.stringify(process.env[name])}: ${issue.message}`);
-  }
-  console.error("Run with --help to see every setting.");
-  process.exit(2);
 }
 
 if (import.meta.main) await main();

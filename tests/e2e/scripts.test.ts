@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { runtimes } from "../../scripts/runtimes.ts";
 import { runScript } from "../support/child.ts";
 import { expectExactlyOnce } from "../support/evidence.ts";
-import { committedToEnd, endOffsets, uniqueName } from "../support/kafka.ts";
+import { committedToEnd, endOffsets, uniqueName, withAdmin } from "../support/kafka.ts";
 import {
   answered,
   consumerEnv,
@@ -43,6 +43,20 @@ describe.each(runtimes)("on %s", (runtime) => {
       exitReason: "stopped by SIGTERM",
     });
     expect(run.stdout).toMatch(/\[fast\] [\d.]+s processed/); // the status line
+  });
+
+  it("consumer-fast.ts and consumer-backpressure.ts name a missing topic, exit 1, create none", async () => {
+    const topic = uniqueName(`missing-${runtime}`);
+    for (const script of ["consumer-fast.ts", "consumer-backpressure.ts"]) {
+      const run = await runScript(runtime, script, {
+        env: consumerEnv(brokers, topic, `${topic}-group`),
+      });
+      expect(run.code, `${script}: ${run.stderr}`).toBe(1);
+      expect(run.stderr).toMatch(`Topic ${topic} does not exist at ${brokers}`);
+      expect(run.stderr).not.toMatch(/unreachable/);
+    }
+    // The broker's word: the topic is still missing (a consumer must not create it).
+    expect(await withAdmin(brokers, (admin) => admin.listTopics())).not.toContain(topic);
   });
 
   it("consumer-solved.ts delivers every id exactly once and commits the end offsets", async () => {
