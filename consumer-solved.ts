@@ -10,13 +10,11 @@
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-solved.ts
- *   deno: deno add npm:kafkajs && deno run --allow-net --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
- *   node: npm i kafkajs && node consumer-solved.ts        (Node 22.18 or later)
- * In a container, Deno lets it read the memory limit only with -A: else set MEMORY_LIMIT_MB.
+ *   deno: deno add npm:kafkajs && deno run --allow-net --allow-sys=systemMemoryInfo --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
+ *   node: npm i kafkajs && npm pkg set type=module && node consumer-solved.ts        (Node 22.18 or later)
  */
 
 import { Buffer } from "node:buffer";
-import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import v8 from "node:v8";
 import vm from "node:vm";
@@ -224,11 +222,11 @@ async function main() {
 
 /** The clients, connected and subscribed; if they cannot be, exit 1 saying what failed. */
 async function connect() {
-  fixKafkaJsNegativeTimer(); // or Node and Bun warn of a KafkaJS timer, see below
+  hideTimeoutNegativeWarning(); // KafkaJS arms a timer with a negative delay, see below
   const kafka = new Kafka({
     clientId: "consumer-solved",
     brokers: settings.KAFKA_BROKERS.split(","),
-    logCreator: () => logKafka,
+    logCreator: quietTransientErrors,
     connectionTimeout: 3_000,
     retry: { retries: 5, maxRetryTime: 5_000 },
   });
@@ -261,23 +259,6 @@ async function connect() {
 }
 type Consumer = Awaited<ReturnType<typeof connect>>["consumer"];
 type Producer = Awaited<ReturnType<typeof connect>>["dlq"];
-
-/** What a failure to connect and subscribe means: no broker, no topic, no access, or else. */
-export function connectFailure(error: unknown, brokers: string, topic: string): string {
-  type Cause = { name?: string; type?: string; message?: string; cause?: Cause } | undefined;
-  const chain: Cause[] = [];
-  for (let e = error as Cause; e && chain.length < 5; e = e.cause) chain.push(e);
-  const message = chain[0]?.message ?? String(error);
-  const found = (pattern: RegExp) => chain.some((e) => pattern.test(`${e?.type} ${e?.name}`));
-  if (found(/UNKNOWN_TOPIC_OR_PARTITION/)) {
-    return `Topic ${topic} does not exist at ${brokers} (producer.ts creates it): ${message}`;
-  }
-  if (found(/AUTHORIZATION_FAILED|SASL/)) return `Kafka at ${brokers} refused us: ${message}`;
-  if (found(/Connection|BrokerNotFound|NoBrokerAvailable/) || /ECONN|ENOTFOUND/.test(message)) {
-    return `Kafka is unreachable at ${brokers}: ${message}`;
-  }
-  return `Kafka at ${brokers} failed while we subscribed to ${topic}: ${message}`;
-}
 
 // ---- 2. Bound ----
 
@@ -1378,42 +1359,6 @@ function summaryOf(parts: Parts, memory: MemoryFigures, exitReason: string, exit
   };
 }
 
-/** States a fresh broker or a rebalance answers for a while, which KafkaJS retries. */
-const TRANSIENT = /coordinator is (not available|loading)|not the correct coordinator|leader/i;
-
-/** KafkaJS's log as its own logger prints it, but a transient state is no error. */
-export function kafkaLogLine({
-  level,
-  namespace,
-  log,
-}: Pick<LogEntry, "level" | "namespace" | "log">) {
-  const transient = level === logLevel.ERROR && TRANSIENT.test(log.error ?? "");
-  if (level > logLevel.WARN || level === logLevel.NOTHING || transient) return undefined;
-  const name = level === logLevel.ERROR ? "ERROR" : "WARN";
-  return JSON.stringify({
-    level: name,
-    logger: "kafkajs",
-    ...log,
-    message: `[${namespace}] ${log.message}`,
-  });
-}
-
-function logKafka(entry: LogEntry) {
-  const line = kafkaLogLine(entry);
-  if (line) console.error(line);
-}
-
-/**
- * KafkaJS 2.2.4 arms a timer for `throttledUntil - Date.now()` while throttledUntil is
- * still -1 (never throttled): Node and Bun warn of that negative delay. That delay, and
- * only it, becomes 0, as they would make it anyway.
- */
-export function fixKafkaJsNegativeTimer() {
-  const setTimeoutAsIs = globalThis.setTimeout;
-  globalThis.setTimeout = ((handler: () => void, ms?: number, ...args: unknown[]) =>
-    setTimeoutAsIs(handler, ms !== undefined && ms < -1e12 ? 0 : ms, ...args)) as typeof setTimeout;
-}
-
 /** Bytes one fetch may bring: a quarter of the byte cap, at most KafkaJS's 10 MB. */
 function fetchBytes(): number {
   return Math.max(1_024, Math.min(10 * 2 ** 20, Math.floor(settings.MAX_BUFFERED_BYTES / 4)));
@@ -1448,30 +1393,15 @@ function garbageCollector(): (() => void) | undefined {
 }
 
 /**
- * The container's memory limit in MB (cgroup v2 memory.max, v1 memory.limit_in_bytes),
- * if it is below the machine's. Deno lets a program read /proc and /sys only with -A.
+ * The container's memory limit in MB, if it is below the machine's memory. Each runtime
+ * reads it from the cgroup itself; Deno lets it only with --allow-sys=systemMemoryInfo.
  */
 function containerLimitMb(): number | undefined {
-  const membership = readIfThere("/proc/self/cgroup"); // not Linux, or not allowed: none
-  const v1 = membership?.match(/^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/m)?.[1];
-  const v2 = membership?.match(/^0::(.*)$/m)?.[1];
-  const [base, file, path] =
-    v1 !== undefined
-      ? ["/sys/fs/cgroup/memory", "memory.limit_in_bytes", v1]
-      : ["/sys/fs/cgroup", "memory.max", v2 ?? "/"];
-  // The lowest on the way up; in a container its own folder is often mounted as the root.
-  const parts = path.split("/").filter(Boolean);
-  const dirs = [base, ...parts.map((_, i) => `${base}/${parts.slice(0, i + 1).join("/")}`)];
-  const limits = dirs.map((dir) => Number(readIfThere(`${dir}/${file}`)?.trim())); // "max": NaN
-  const lowest = Math.min(...limits.filter((limit) => limit > 0));
-  return membership && lowest < totalmem() ? Math.floor(lowest / 2 ** 20) : undefined;
-}
-
-function readIfThere(path: string): string | undefined {
   try {
-    return readFileSync(path, "utf8");
+    const limit = process.constrainedMemory?.() ?? 0;
+    return limit > 0 && limit < totalmem() ? Math.floor(limit / 2 ** 20) : undefined;
   } catch {
-    return undefined;
+    return undefined; // not allowed to know: MEMORY_LIMIT_MB or 256 it is
   }
 }
 
@@ -1517,6 +1447,51 @@ function fmt(n: number): string {
 
 function round(n: number, digits: number): number {
   return Number(n.toFixed(digits));
+}
+
+// ---- KafkaJS on today's runtimes: the same copy in every consumer (tests/unit/drift.test.ts)
+// says what failed, and stays quiet about states that are normal ----
+
+/** What a failure to connect and subscribe means: no broker, no topic, no access, or else. */
+export function connectFailure(error: unknown, brokers: string, topic: string): string {
+  type Cause = { name?: string; type?: string; message?: string; cause?: Cause } | undefined;
+  const chain: Cause[] = [];
+  for (let e = error as Cause; e && chain.length < 5; e = e.cause) chain.push(e);
+  const message = chain[0]?.message ?? String(error);
+  const found = (pattern: RegExp) => chain.some((e) => pattern.test(`${e?.type} ${e?.name}`));
+  if (found(/UNKNOWN_TOPIC_OR_PARTITION/)) {
+    return `Topic ${topic} does not exist at ${brokers} (producer.ts creates it): ${message}`;
+  }
+  if (found(/AUTHORIZATION_FAILED|SASL/)) return `Kafka at ${brokers} refused us: ${message}`;
+  if (found(/Connection|BrokerNotFound|NoBrokerAvailable/) || /ECONN|ENOTFOUND/.test(message)) {
+    return `Kafka is unreachable at ${brokers}: ${message}`;
+  }
+  return `Kafka at ${brokers} failed while we subscribed to ${topic}: ${message}`;
+}
+
+/**
+ * KafkaJS's warnings and errors, minus the states a fresh broker or a leader election
+ * passes through, which KafkaJS retries by itself: a normal start, not a fault.
+ */
+export function quietTransientErrors() {
+  const transient = /coordinator is (not available|loading)|not the correct coordinator|leader/i;
+  return ({ level, label, namespace, log }: LogEntry) => {
+    if (level > logLevel.WARN || transient.test(log.error ?? "")) return;
+    console.error(
+      JSON.stringify({ level: label, ...log, message: `[${namespace}] ${log.message}` }),
+    );
+  };
+}
+
+/**
+ * KafkaJS 2.2.4 arms a timer with a negative delay when nothing is throttled; the runtime
+ * warns (TimeoutNegativeWarning) and waits 1 ms, as KafkaJS meant. Hide only that warning.
+ */
+export function hideTimeoutNegativeWarning() {
+  for (const print of process.listeners("warning")) {
+    process.off("warning", print);
+    process.on("warning", (warning) => warning.name === "TimeoutNegativeWarning" || print(warning));
+  }
 }
 
 // ---- Settings reader: each script of this project carries the same copy, so that it

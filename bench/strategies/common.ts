@@ -23,7 +23,7 @@ const wholeNumber = (fallback: number, min: number, max: number, doc: string) =>
 const flag = (fallback: boolean, doc: string) => z.stringbool().default(fallback).describe(doc);
 
 /** Reads the settings; --help lists them; a bad one exits 2 with its name and why. */
-function loadFromEnv<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObject<S>> {
+export function loadFromEnv<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObject<S>> {
   if (process.argv.includes("--help")) {
     for (const [name, field] of Object.entries(shape) as [string, z.ZodDefault][]) {
       console.log(`  ${name.padEnd(20)} ${field.description} [default: ${field.def.defaultValue}]`);

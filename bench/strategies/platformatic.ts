@@ -8,11 +8,10 @@
  * KafkaJS's autoCommit does), so a message counts as consumed once it is taken.
  */
 import { Consumer, type Message } from "@platformatic/kafka";
-import { loadSettings } from "../../consumer-solved.ts";
-import { settingsShape, startCounting } from "./common.ts";
+import { loadFromEnv, settingsShape, startCounting } from "./common.ts";
 
 const started = performance.now();
-const settings = loadSettings(settingsShape);
+const settings = loadFromEnv(settingsShape);
 const topic = settings.KAFKA_TOPIC;
 const consumer = new Consumer({
   clientId: "bench-platformatic",

@@ -1,6 +1,7 @@
 // Each top-level script carries its own copy of a few blocks (the settings reader, the
-// memory figures) so that it stands alone in a blog post. Copies drift; this keeps them
-// byte-identical, and keeps the scripts' imports to what a reader installs.
+// memory figures, KafkaJS's quieting) so that it stands alone in a blog post. Copies
+// drift; this keeps them byte-identical, and the scripts' imports to what a reader
+// installs, and deno.json's tasks to the permissions the headers give.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -12,7 +13,8 @@ const scripts = ["producer.ts", "mock-api.ts", ...consumers];
 /** The blocks every listed script carries on purpose, by the names they declare. */
 const sharedBlocks: [names: string[], carriers: string[]][] = [
   [["Setting", "text", "number", "flag", "readSettings"], scripts],
-  [["watchMemory", "runtimeName"], consumers],
+  [["watchMemory", "runtimeName", "connectFailure", "quietTransientErrors"], consumers],
+  [["hideTimeoutNegativeWarning"], ["producer.ts", ...consumers]],
 ];
 
 const source = (script: string) => readFileSync(join(projectRoot, script), "utf8");

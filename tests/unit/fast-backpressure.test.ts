@@ -6,6 +6,7 @@ import kafkajs, { type LogEntry, logLevel } from "kafkajs";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import * as backpressure from "../../consumer-backpressure.ts";
 import * as fast from "../../consumer-fast.ts";
+import * as solved from "../../consumer-solved.ts";
 
 const { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } = kafkajs;
 const root = new URL("../../", import.meta.url);
@@ -70,28 +71,29 @@ const invalidTopic = protocolError(
 describe.each([
   ["consumer-fast.ts", fast],
   ["consumer-backpressure.ts", backpressure],
+  ["consumer-solved.ts", solved],
 ])("%s", (_file, script) => {
   it("says the topic is missing when it is, not that Kafka is unreachable", () => {
-    const message = script.whyConnectFailed(missingTopic, "kafka:9092", "ORDERS");
+    const message = script.connectFailure(missingTopic, "kafka:9092", "ORDERS");
     expect(message).toMatch(/^Topic ORDERS does not exist at kafka:9092/);
     expect(message).not.toMatch(/unreachable/);
   });
 
   it("says Kafka is unreachable when the connection failed", () => {
-    expect(script.whyConnectFailed(refused, "127.0.0.1:1", "ORDERS")).toBe(
+    expect(script.connectFailure(refused, "127.0.0.1:1", "ORDERS")).toBe(
       "Kafka is unreachable at 127.0.0.1:1: Connection error: connect ECONNREFUSED 127.0.0.1:1",
     );
   });
 
   it("passes any other failure on as Kafka said it", () => {
-    const message = script.whyConnectFailed(invalidTopic, "kafka:9092", "bad name!");
+    const message = script.connectFailure(invalidTopic, "kafka:9092", "bad name!");
     expect(message).toMatch(/invalid topic/);
     expect(message).not.toMatch(/unreachable|does not exist/);
   });
 
   it("hides the coordinator's transient errors of a fresh broker, shows real ones", () => {
     const printed = vi.spyOn(console, "error").mockImplementation(() => {});
-    const log = script.quietTransientErrors(logLevel.WARN);
+    const log = script.quietTransientErrors();
     const entry = (level: logLevel, label: string, error: string): LogEntry => ({
       namespace: "Connection",
       level,

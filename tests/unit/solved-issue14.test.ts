@@ -1,20 +1,14 @@
 // The bugs issue 14's read of consumer-solved.ts found, each pinned by a case that fails
 // on the code before the fix: connect errors that all said "Kafka is unreachable", the
 // LOW_WATERMARK help, `abandoned` counting processed messages, the 445-character status
-// line, KafkaJS's ERROR for a coordinator still loading, and Node's TimeoutNegativeWarning.
-// (WorkQueue's swallowed errors: solved-core.test.ts, "settles a job that throws".)
+// line. (WorkQueue's swallowed errors: solved-core.test.ts, "settles a job that throws";
+// KafkaJS's ERROR for a coordinator still loading and Node's TimeoutNegativeWarning, in
+// every consumer alike: fast-backpressure.test.ts.)
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { logLevel } from "kafkajs";
 import { describe, expect, it } from "vitest";
-import {
-  connectFailure,
-  fixKafkaJsNegativeTimer,
-  kafkaLogLine,
-  OffsetTracker,
-  statusText,
-} from "../../consumer-solved.ts";
+import { connectFailure, OffsetTracker, statusText } from "../../consumer-solved.ts";
 import { projectRoot } from "../../scripts/kafka-jvm.ts";
 import { runtimeBinary } from "../../scripts/runtimes.ts";
 
@@ -99,54 +93,5 @@ describe("the status line", () => {
     });
     expect(line).toMatch(/^\[solved\] 3599\.9s processed 1,234,567 /);
     expect(line.length).toBeLessThanOrEqual(120);
-  });
-});
-
-describe("KafkaJS's log", () => {
-  const entry = (level: logLevel, error: string) => ({
-    level,
-    namespace: "Connection",
-    log: { timestamp: "t", message: "Response FindCoordinator(key: 10, version: 2)", error },
-  });
-
-  it("does not show a coordinator that is not available yet as an ERROR", () => {
-    expect(kafkaLogLine(entry(logLevel.ERROR, "The group coordinator is not available"))).toBe(
-      undefined,
-    );
-    const loading = "The coordinator is loading and hence can't process requests";
-    expect(kafkaLogLine(entry(logLevel.ERROR, loading))).toBe(undefined);
-  });
-
-  it("keeps real errors and warnings, as KafkaJS's own logger prints them", () => {
-    const line = kafkaLogLine(entry(logLevel.ERROR, "Topic authorization failed"));
-    expect(JSON.parse(line as string)).toMatchObject({
-      level: "ERROR",
-      logger: "kafkajs",
-      message: "[Connection] Response FindCoordinator(key: 10, version: 2)",
-      error: "Topic authorization failed",
-    });
-    expect(kafkaLogLine(entry(logLevel.WARN, ""))).toMatch(/"level":"WARN"/);
-    expect(kafkaLogLine(entry(logLevel.INFO, ""))).toBe(undefined);
-  });
-});
-
-describe("Node's TimeoutNegativeWarning", () => {
-  it("does not come: KafkaJS's timer at -1 - Date.now() is armed at 0, others as they are", () => {
-    // KafkaJS 2.2.4's request queue calls setTimeout(fn, throttledUntil - Date.now()) with
-    // throttledUntil at its initial -1: Node and Bun warn (once) of the negative delay.
-    const setTimeoutAsIs = globalThis.setTimeout;
-    const delays: (number | undefined)[] = [];
-    globalThis.setTimeout = ((_: () => void, ms?: number) => {
-      delays.push(ms);
-    }) as unknown as typeof setTimeout;
-    try {
-      fixKafkaJsNegativeTimer();
-      setTimeout(() => {}, -1 - Date.now());
-      setTimeout(() => {}, -5); // a bug of ours would still be warned of
-      setTimeout(() => {}, 100);
-      expect(delays).toEqual([0, -5, 100]);
-    } finally {
-      globalThis.setTimeout = setTimeoutAsIs;
-    }
   });
 });
