@@ -44,5 +44,4 @@ describe.skipIf(!support.ok)(`in a ${limitMb} MB memory cgroup`, () => {
       await cgroup.remove();
     }
   });
-
 });
