@@ -230,9 +230,8 @@ function watchMemory(limitMb: number, onExceeded: (rssMb: number) => void) {
 }
 
 function runtimeName(): string {
-  if ("Bun" in globalThis) return `bun ${process.versions.bun}`;
-  if ("Deno" in globalThis) return `deno ${process.versions.deno}`;
-  return `node ${process.versions.node}`;
+  const name = ["bun", "deno", "node"].find((r) => process.versions[r]) ?? "node";
+  return `${name} ${process.versions[name]}`;
 }
 
 if (import.meta.main) await main();

@@ -97,7 +97,7 @@ async function main() {
     if (change === "pause") stats.pauses++;
     if (change) consumer[change]([{ topic }]);
   };
-  const guardTimer = setInterval(() => {
+  setInterval(() => {
     guard.check(); // memory is a watermark too
     applyFlow();
   }, 50);
@@ -211,7 +211,7 @@ async function main() {
 
   // The status line, the memory ceiling (exit 3) and the API watchdog (exit 4).
   const parts = { stats, queue, tracker, limit, watermarks, guard, api };
-  const report = startReporting({ ...parts, assigned: () => assigned }, stop, guardTimer);
+  const report = startReporting({ ...parts, assigned: () => assigned }, stop);
   await consumer.run({
     autoCommit: false,
     eachMessage: ({ partition, message }) => admit(partition, message),
@@ -338,6 +338,11 @@ export class MemoryGuard {
   readonly #residentMb: () => number;
   readonly #collect: (() => void) | undefined;
   readonly #minGapMs: number;
+
+  /** Whether the runtime lets it ask for a full collection. */
+  get canCollect(): boolean {
+    return this.#collect !== undefined;
+  }
 
   constructor(
     budgetMb: number,
@@ -765,8 +770,11 @@ export function parseEvent(value: Buffer | null): { event: UserEvent } | { probl
     return { problem: "not a JSON object" };
   }
   const fields = event as Record<string, unknown>;
+  const { id, email, username } = fields; // checked without building a list: once per message
+  if (typeof id === "string" && typeof email === "string" && typeof username === "string") {
+    return { event: event as UserEvent };
+  }
   const missing = ["id", "email", "username"].filter((name) => typeof fields[name] !== "string");
-  if (missing.length === 0) return { event: event as UserEvent };
   return { problem: `missing or non-string fields: ${missing.join(", ")}` };
 }
 
@@ -1283,16 +1291,15 @@ export function statusText(
 function startReporting(
   parts: Parts,
   stop: (reason: string, exitCode: number, graceMs?: number) => Promise<void>,
-  guardTimer: ReturnType<typeof setInterval>,
 ) {
-  adviseOnMemory(garbageCollector() !== undefined);
+  adviseOnMemory(parts.guard.canCollect);
   const memory = watchMemory(settings.MEMORY_LIMIT_MB, (rssMb) => {
     console.log(
       `MEMORY LIMIT EXCEEDED: rss ${rssMb} MB > ${settings.MEMORY_LIMIT_MB} MB; exiting with code ${EXIT_MEMORY_LIMIT}, as a pod would be killed`,
     );
     queueMicrotask(() => exit("memory limit exceeded", EXIT_MEMORY_LIMIT));
   });
-  const statusTimer = setInterval(() => {
+  setInterval(() => {
     printStatus(statusOf(parts, memory.figures));
     const silence = parts.api.unreachableFor();
     if (silence === undefined) return;
@@ -1302,8 +1309,6 @@ function startReporting(
     void stop("API unreachable", EXIT_API_UNREACHABLE, 0); // its calls would only retry
   }, settings.STATUS_INTERVAL_MS);
   const exit = (reason: string, exitCode: number) => {
-    for (const timer of [statusTimer, guardTimer]) clearInterval(timer);
-    memory.stop();
     printStatus(statusOf(parts, memory.figures));
     console.log(JSON.stringify(summaryOf(parts, memory.figures, reason, exitCode)));
     process.exit(exitCode);
@@ -1567,9 +1572,8 @@ function watchMemory(limitMb: number, onExceeded: (rssMb: number) => void) {
 }
 
 function runtimeName(): string {
-  if ("Bun" in globalThis) return `bun ${process.versions.bun}`;
-  if ("Deno" in globalThis) return `deno ${process.versions.deno}`;
-  return `node ${process.versions.node}`;
+  const name = ["bun", "deno", "node"].find((r) => process.versions[r]) ?? "node";
+  return `${name} ${process.versions[name]}`;
 }
 
 if (import.meta.main) await main();

@@ -49,7 +49,7 @@ async function main() {
   });
   const faults = `error rate ${settings.ERROR_RATE}, hang rate ${settings.HANG_RATE}`;
   const behaviour = `${settings.LATENCY_MS}+${settings.JITTER_MS} ms, ${faults}`;
-  console.log(`mock-api listening on http://${host}:${boundPort} (${runtime()}, ${behaviour})`);
+  console.log(`mock-api listening on http://${host}:${boundPort} (${runtimeName()}, ${behaviour})`);
   // 3. Stop at once on SIGINT or SIGTERM: calls in progress are the callers' to retry.
   for (const signal of ["SIGINT", "SIGTERM"]) process.once(signal, () => process.exit(0));
 }
@@ -211,7 +211,7 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function runtime(): string {
+function runtimeName(): string {
   const name = ["bun", "deno", "node"].find((r) => process.versions[r]) ?? "node";
   return `${name} ${process.versions[name]}`;
 }

@@ -118,11 +118,12 @@ export function makeEvent(n: number, idPrefix: string, options = settings): Mess
 function printSummary(topic: string, sent: number, errors: number, idPrefix: string, ms: number) {
   const ratePerSec = Math.round((sent * 1_000) / ms);
   console.log(`sent ${sent} of ${settings.MESSAGES}, errors ${errors}, ${ratePerSec} msg/s`);
-  const summary = { type: "summary", script: "producer", runtime: runtime(), topic, sent, errors };
+  const about = { type: "summary", script: "producer", runtime: runtimeName() };
+  const summary = { ...about, topic, sent, errors };
   console.log(JSON.stringify({ ...summary, durationMs: Math.round(ms), ratePerSec, idPrefix }));
 }
 
-function runtime(): string {
+function runtimeName(): string {
   const name = ["bun", "deno", "node"].find((r) => process.versions[r]) ?? "node";
   return `${name} ${process.versions[name]}`;
 }

@@ -12,8 +12,8 @@ const scripts = ["producer.ts", "mock-api.ts", ...consumers];
 
 /** The blocks every listed script carries on purpose, by the names they declare. */
 const sharedBlocks: [names: string[], carriers: string[]][] = [
-  [["Setting", "text", "number", "flag", "readSettings"], scripts],
-  [["watchMemory", "runtimeName", "connectFailure", "quietTransientErrors"], consumers],
+  [["Setting", "text", "number", "flag", "readSettings", "runtimeName"], scripts],
+  [["watchMemory", "connectFailure", "quietTransientErrors"], consumers],
   [["hideTimeoutNegativeWarning"], ["producer.ts", ...consumers]],
 ];
 
