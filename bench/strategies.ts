@@ -6,7 +6,7 @@ import { memoryChart, throughputChart, writeChart } from "../scripts/charts.ts";
 import { projectRoot } from "../scripts/kafka-jvm.ts";
 import { podHeapEnv, type Runtime } from "../scripts/runtimes.ts";
 import { type MemorySample, type RunningScript, startScript } from "../tests/support/child.ts";
-import { uniqueName } from "../tests/support/kafka.ts";
+import { committedToEnd, uniqueName, withAdmin } from "../tests/support/kafka.ts";
 import { type ApiStats, type MockApi, produce, startMockApi } from "../tests/support/services.ts";
 import {
   apiLatency,
@@ -108,24 +108,49 @@ export const strategies: StrategySpec[] = [
   },
 ];
 
+interface Regime {
+  latencyMs: number;
+  jitterMs: number;
+  concurrency: number;
+  payloadBytes: number;
+  /** the mock API's share of 500s, and the calls it takes at once before answering 429 */
+  errorRate?: number;
+  capacity?: number;
+  /** the strategies that make sense here, unless STRATEGIES says otherwise */
+  strategies?: string;
+}
+
 /**
  * The regimes the tables compare, as defaults for the options below: a slow healthy
  * API (where every good strategy ties), a fast one (where the consumer's own costs
- * show), and large messages (where memory does).
+ * show), large messages (where memory does), and a failing API with a capacity (where
+ * retries and 429s do; only the solved consumer retries, so only it runs by default).
  */
-const regimes = {
+const regimes: Record<string, Regime> = {
   slow: { latencyMs: 190, jitterMs: 20, concurrency: 200, payloadBytes: 1_024 },
   fast: { latencyMs: 5, jitterMs: 0, concurrency: 100, payloadBytes: 1_024 },
   large: { latencyMs: 190, jitterMs: 20, concurrency: 200, payloadBytes: 65_536 },
-} as const;
+  failing: {
+    latencyMs: 100,
+    jitterMs: 0,
+    concurrency: 200,
+    payloadBytes: 1_024,
+    errorRate: 0.3,
+    capacity: 10,
+    strategies: "solved",
+  },
+};
 
 interface Settings {
-  regime: keyof typeof regimes;
+  regime: string;
   backlogs: number[];
   runtime: Runtime;
   latencyMs: number;
   jitterMs: number;
   concurrency: number;
+  /** the mock API's ERROR_RATE and CAPACITY (0: none); a 429 asks for RETRY_AFTER_S 1 */
+  errorRate: number;
+  capacity: number;
   partitions: number;
   payloadBytes: number;
   memoryLimitMb: number;
@@ -162,6 +187,8 @@ interface Run {
   };
   /** messages the API answered within the measured window (consumer's own count) */
   processed: number;
+  /** messages on the dead-letter topic after the run, read from the broker */
+  deadLettered: number;
   /** ms since spawn: the first success, and the end of the measured window */
   firstSuccessMs: number | null;
   windowEndMs: number | null;
@@ -201,8 +228,14 @@ interface BacklogResult {
 
 function readSettings(): Settings {
   const quick = option("QUICK", "0") === "1";
+  const regime = option("REGIME", "slow");
+  const preset = regimes[regime];
+  if (!preset) {
+    console.error(`REGIME: unknown "${regime}"; known: ${Object.keys(regimes).join(", ")}`);
+    process.exit(2);
+  }
   const known = strategies.map((s) => s.id);
-  const chosen = listOption("STRATEGIES", known.join(","));
+  const chosen = listOption("STRATEGIES", preset.strategies ?? known.join(","));
   for (const id of chosen) {
     if (!known.includes(id)) {
       console.error(`STRATEGIES: unknown "${id}"; known: ${known.join(", ")}`);
@@ -218,19 +251,15 @@ function readSettings(): Settings {
     return n;
   });
   const [runtime] = runtimeList([option("RUNTIME", "bun")]);
-  const regime = option("REGIME", "slow");
-  if (!(regime in regimes)) {
-    console.error(`REGIME: unknown "${regime}"; known: ${Object.keys(regimes).join(", ")}`);
-    process.exit(2);
-  }
-  const preset = regimes[regime as keyof typeof regimes];
   return {
-    regime: regime as keyof typeof regimes,
+    regime,
     backlogs,
     runtime: runtime ?? "bun",
     latencyMs: numberOption("LATENCY_MS", quick ? 20 : preset.latencyMs),
     jitterMs: numberOption("JITTER_MS", quick ? 5 : preset.jitterMs),
     concurrency: numberOption("CONCURRENCY", quick ? 20 : preset.concurrency),
+    errorRate: numberOption("ERROR_RATE", preset.errorRate ?? 0),
+    capacity: numberOption("CAPACITY", preset.capacity ?? 0),
     partitions: numberOption("PARTITIONS", 3),
     payloadBytes: numberOption("PAYLOAD_BYTES", preset.payloadBytes),
     memoryLimitMb: numberOption("MEMORY_LIMIT_MB", 256),
@@ -244,10 +273,14 @@ function readSettings(): Settings {
 /** The API's mean latency (LATENCY_MS plus half the jitter), in seconds. */
 const meanLatencyS = (s: Settings) => (s.latencyMs + s.jitterMs / 2) / 1_000;
 
-/** The best a strategy can do: its calls in flight at most, over the mean latency. */
+/**
+ * The best a strategy can do: its calls in flight at most (no more than the API's
+ * capacity), over the mean latency, times the share of calls that succeed.
+ */
 function limitPerSec(bound: Bound, s: Settings): number {
-  const inFlight = bound === "one call" ? 1 : bound === "partitions" ? s.partitions : s.concurrency;
-  return inFlight / meanLatencyS(s);
+  let inFlight = bound === "one call" ? 1 : bound === "partitions" ? s.partitions : s.concurrency;
+  if (s.capacity > 0) inFlight = Math.min(inFlight, s.capacity);
+  return (inFlight / meanLatencyS(s)) * (1 - s.errorRate);
 }
 
 async function main() {
@@ -275,6 +308,9 @@ async function main() {
     api = await startMockApi({
       LATENCY_MS: String(settings.latencyMs),
       JITTER_MS: String(settings.jitterMs),
+      ERROR_RATE: String(settings.errorRate),
+      CAPACITY: String(settings.capacity),
+      RETRY_AFTER_S: "1",
     });
     const results: BacklogResult[] = [];
     for (const messages of settings.backlogs) {
@@ -343,6 +379,11 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
   await api.reset();
   const groupId = `${topic}-${spec.id}`;
   const limit = limitPerSec(spec.bound, settings);
+  const dlqTopic = `${topic}.dlq`; // the solved consumer's default
+  const deadLetteredBefore = await topicSize(context.brokers, dlqTopic);
+  // Where calls fail, some messages end on the DLQ, not at the API: a consumer has
+  // caught up once the broker holds its commits at the end of every partition.
+  const committed = committedToEnd(context.brokers, groupId, topic);
   const loadAtStart = loadavg()[0] ?? 0;
   const startedAt = Date.now();
   const script = startScript(settings.runtime, spec.script, {
@@ -381,7 +422,11 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
     : Math.max(120_000, (5 * messages * 1_000) / limitPerSec("concurrency", settings) + 60_000);
   let lastReport = 0;
   let stopSent = false;
-  while (!exited) {
+  const caughtUp = async (stats: ApiStats, polls: number) =>
+    settings.errorRate > 0
+      ? polls % 10 === 0 && (await committed.met().catch(() => false))
+      : stats.distinctSucceeded >= messages;
+  for (let polls = 0; !exited; polls++) {
     await sleep(100);
     const stats = await api.stats().catch(() => undefined);
     const atMs = Date.now() - startedAt;
@@ -399,7 +444,7 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
       }
       // The project's own consumers end when stopped, as a pod is: once the API has
       // answered every id. The benchmark's strategy consumers stop by themselves.
-      if (!stopSent && !spec.script.startsWith("bench/") && stats.distinctSucceeded >= messages) {
+      if (!stopSent && !spec.script.startsWith("bench/") && (await caughtUp(stats, polls))) {
         stopSent = true;
         script.child.kill("SIGTERM");
       }
@@ -422,9 +467,12 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
     );
   });
 
+  await committed.close?.();
+  const deadLettered = (await topicSize(context.brokers, dlqTopic)) - deadLetteredBefore;
   const summary = result.summary ?? null;
   const reported = Number(summary?.processed);
-  const finalCount = Number.isFinite(reported) ? reported : apiStats.succeeded;
+  const answered = Number.isFinite(reported) ? reported : apiStats.succeeded;
+  const finalCount = answered + deadLettered; // every message ends one way or the other
   let kind: ExitKind;
   if (timedOut) kind = "timed out";
   else if (capped) kind = "capped";
@@ -435,7 +483,7 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
 
   // The measured window: from the first success to the cap, to the moment the API had
   // answered the last message (drained), or to the exit.
-  let processed = finalCount;
+  let processed = answered;
   let windowEndMs: number | null = exitAtMs;
   if (capped) {
     processed = capped.succeeded;
@@ -470,6 +518,7 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
       atMs: exitAtMs,
     },
     processed,
+    deadLettered,
     firstSuccessMs,
     windowEndMs,
     ratePerSec,
@@ -496,6 +545,15 @@ async function runStrategy(spec: StrategySpec, context: RunContext): Promise<Run
     rssSamples: result.samples,
     stderrTail: result.stderr.slice(-2_000),
   };
+}
+
+/** Messages a topic holds (0 if it does not exist), from the broker. */
+async function topicSize(brokers: string, topic: string): Promise<number> {
+  return withAdmin(brokers, async (admin) => {
+    if (!(await admin.listTopics()).includes(topic)) return 0;
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return offsets.reduce((sum, p) => sum + Number(p.high) - Number(p.low), 0);
+  });
 }
 
 /** What the API measured, once the calls a dead consumer left open have finished. */
@@ -655,8 +713,8 @@ function markdown(
     "",
     `- Machine: ${describeMachine(meta.host)}; the broker, the mock API and the consumer share it.`,
     `- Runtimes: consumers on **${settings.runtime}** (bun ${meta.versions.bun}, deno ${meta.versions.deno}, node ${meta.versions.node}); mock API on bun; producer on node; KafkaJS 2.2.4; Apache Kafka on the JVM (one node) unless KAFKA_BROKERS said otherwise.`,
-    `- Regime **${settings.regime}** (REGIME: slow, fast or large): API latency ${settings.latencyMs} ms + 0..${settings.jitterMs} ms jitter (mean ${fmt(meanLatencyS(settings) * 1_000)} ms); CONCURRENCY ${settings.concurrency}; ${settings.partitions} partitions; events of ${fmt(settings.payloadBytes)} bytes; MEMORY_LIMIT_MB ${settings.memoryLimitMb} for every consumer${settings.runtime === "bun" ? "" : " (with the V8 heap flags a pod of that size gives: scripts/runtimes.ts podHeapEnv)"}.`,
-    `- Theoretical limit: calls in flight at most ÷ mean latency = ${fmt(limitPerSec("concurrency", settings))} msg/s for strategies 0 and 3 to 7 (6 has no bound of its own; its share is against the same figure). Strategy 0 is no consumer: CONCURRENCY fetch calls in a loop, no Kafka, the most HTTP allows on this runtime; strategy 7 is @platformatic/kafka's stream consumer (autocommit of what it handed over, like 3), the same work per message. Strategy 2 is bound by its ${settings.partitions} partitions (${fmt(limitPerSec("partitions", settings), 1)} msg/s) and strategy 1 by one call at a time (${fmt(limitPerSec("one call", settings), 1)} msg/s): KafkaJS runs one fetcher per broker and hands the batches of a fetch to partitionsConsumedConcurrently workers (1 by default), so on one broker strategy 1 has one call in flight in all, not one per partition.`,
+    `- Regime **${settings.regime}** (REGIME: ${Object.keys(regimes).join(", ")}): API latency ${settings.latencyMs} ms + 0..${settings.jitterMs} ms jitter (mean ${fmt(meanLatencyS(settings) * 1_000)} ms)${settings.errorRate > 0 ? `; ${fmt(settings.errorRate * 100)} % of calls answered 500` : ""}${settings.capacity > 0 ? `; at most ${settings.capacity} calls at once, then 429 with Retry-After 1 s` : ""}; CONCURRENCY ${settings.concurrency}; ${settings.partitions} partitions; events of ${fmt(settings.payloadBytes)} bytes; MEMORY_LIMIT_MB ${settings.memoryLimitMb} for every consumer${settings.runtime === "bun" ? "" : " (with the V8 heap flags a pod of that size gives: scripts/runtimes.ts podHeapEnv)"}.`,
+    `- Theoretical limit: calls in flight at most (capped by the API's capacity) ÷ mean latency × the share of calls that succeed = ${fmt(limitPerSec("concurrency", settings))} msg/s for strategies 0 and 3 to 7 (6 has no bound of its own; its share is against the same figure). Strategy 0 is no consumer: CONCURRENCY fetch calls in a loop, no Kafka, the most HTTP allows on this runtime; strategy 7 is @platformatic/kafka's stream consumer (autocommit of what it handed over, like 3), the same work per message. Strategy 2 is bound by its ${settings.partitions} partitions (${fmt(limitPerSec("partitions", settings), 1)} msg/s) and strategy 1 by one call at a time (${fmt(limitPerSec("one call", settings), 1)} msg/s): KafkaJS runs one fetcher per broker and hands the batches of a fetch to partitionsConsumedConcurrently workers (1 by default), so on one broker strategy 1 has one call in flight in all, not one per partition.`,
     `- **Strategies 1 and 2 are capped**: stopped (SIGTERM) ${settings.capS} s after their first success; their rate is over that window, and they do not drain the backlog.`,
     "",
     "Columns: *msg/s* is messages processed ÷ the time from the first API success to the last (or to the cap, or to the death); *steady* is the mean of the API's per-second successes in the middle of the run (a fifth cut at each end); *peak RSS* is read from /proc/<pid>/status from outside (VmHWM); *time to drain* is from process start until the API had answered the last message (start-up and group join included; the exit that follows is not); *latency* is the API's end-to-end latency (answered − the event's createdAt) minus the backlog's age when the run started, i.e. as if the consumer had started the moment the backlog was written; it still includes each event's age when production ended (up to the production time given under each backlog's title; raw figures in the JSON). For capped runs, *time to drain* is the backlog ÷ their rate, an estimate.",
@@ -698,6 +756,15 @@ function markdown(
         ["l", "r", "r", "r", "r", "r", "r", "r", "r", "l"],
       ),
       "",
+      ...(settings.errorRate > 0
+        ? [
+            ...result.runs.map(
+              (run) =>
+                `- ${run.label}: ${fmt(run.processed)} processed + ${fmt(run.deadLettered)} dead-lettered (the DLQ topic, read from the broker) = ${fmt(run.processed + run.deadLettered)} of ${fmt(result.messages)}; ${fmt(Number(run.summary?.retries ?? Number.NaN))} retries and ${fmt(Number(run.summary?.throttled ?? Number.NaN))} calls answered 429 (its summary).`,
+            ),
+            "",
+          ]
+        : []),
       `consumer-solved.ts in steady state: ${pct(result.solvedSteadyShare)} of its limit. Solved ÷ original: ${ratioText(result.solvedOverOriginal.rate)} the throughput over the run, ${ratioText(result.solvedOverOriginal.steady)} in steady state, ${ratioText(result.solvedOverOriginal.drain)} as fast to drain. In steady state, solved ÷ the bare fetch loop: ${ratioText(result.solvedOverFetchLoop)}; @platformatic/kafka ÷ solved: ${ratioText(result.platformaticOverSolved)}.`,
       "",
     );

@@ -463,8 +463,8 @@ describe("consumer-solved.ts under faults", () => {
     );
     record("API capacity 10", "bun", backlog, result, `limit ${finalLimit}, median ${median}`);
     expect(after.rejected).toBeGreaterThan(0); // 40 calls at once did overload it
-    // AIMD halves the limit on a 429 (once per round) and adds about one per round, so
-    // once adapted it saws between capacity / 2 and a little above capacity.
+    // AIMD cuts the limit to 0.7× on a 429 (once per round) and adds about one per
+    // round, so once adapted it saws between 0.7 × capacity and a little above it.
     expect(median).toBeGreaterThanOrEqual(capacity / 2);
     expect(median).toBeLessThanOrEqual(capacity + 1);
     for (const limit of [...limits, finalLimit]) {

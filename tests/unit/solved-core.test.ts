@@ -498,18 +498,18 @@ describe("WorkQueue: a job waiting to be retried", () => {
 });
 
 describe("AdaptiveLimit", () => {
-  it("halves on overload, once per round, and climbs back by about one per round", () => {
+  it("cuts to 0.7× on overload, once per round, and climbs back by about one per round", () => {
     const limit = new AdaptiveLimit(32);
     limit.onOverload(0, 100);
-    expect(limit.current).toBe(16);
+    expect(limit.current).toBe(22); // 22.4
     limit.onOverload(50, 101); // started before the cut: the same episode
-    expect(limit.current).toBe(16);
+    expect(limit.current).toBe(22);
     limit.onOverload(150, 200);
-    expect(limit.current).toBe(8);
-    for (let i = 0; i < 8; i++) limit.onSuccess();
-    expect(limit.current).toBe(8); // 8 + 1/8 + 1/8.1 + … just short of 9
+    expect(limit.current).toBe(15); // 15.68
+    for (let i = 0; i < 5; i++) limit.onSuccess();
+    expect(limit.current).toBe(15); // 15.68 + 1/15.68 + … just short of 16
     limit.onSuccess();
-    expect(limit.current).toBe(9);
+    expect(limit.current).toBe(16);
   });
 
   it("stays within 1 and the maximum", () => {
