@@ -114,45 +114,37 @@ async function main() {
   //    One pass per batch, not a promise per message: at a fast API that shows.
   const previousOwners = doneOffsetsLoader(kafka, tracker, stats, () => assigned);
   const admitBatch = async ({ batch, heartbeat, isStale, resolveOffset }: EachBatchPayload) => {
-    const { partition } = batch;
+    const { partition, messages } = batch;
     await previousOwners.loaded(partition);
-    const gone = () => stopping || isStale() || !assigned.has(partition); // stopped or revoked
-    let last: string | undefined; // admitted: KafkaJS fetches on from there (commits are ours)
-    try {
-      for (const message of batch.messages) {
-        const bytes = (message.value?.length ?? 0) + (message.key?.length ?? 0);
-        // A batch may not fit, and the first message of the next may be bigger: wait
-        // for room, never overfill. KafkaJS fetches the rest again if we stop here.
-        while (!watermarks.hasRoom(load(), bytes)) {
-          applyFlow(bytes);
-          await queue.settled();
-          await heartbeat(); // sent only when due: waiting must not cost the membership
-        }
-        if (gone()) return;
-        admit(partition, message, bytes);
-        last = message.offset;
+    for (const message of messages) {
+      const bytes = (message.value?.length ?? 0) + (message.key?.length ?? 0);
+      // A batch may not fit, and the first message of the next may be bigger: wait for
+      // room, never overfill.
+      while (!watermarks.hasRoom(load(), bytes)) {
+        applyFlow(bytes);
+        await queue.settled();
+        await heartbeat(); // sent only when due: waiting must not cost the membership
       }
-    } finally {
-      if (last !== undefined) resolveOffset(last);
+      if (stopping || isStale() || !assigned.has(partition)) return; // fetched again if need be
+      const offset = Number(message.offset);
+      if (tracker.skip(partition, offset)) {
+        stats.skipped++; // done before a crash or handover: counts for the commit only
+        continue;
+      }
+      guard.taken(bytes); // may collect garbage, or call for holding less
+      const epoch = tracker.track(partition, offset);
+      if (epoch === undefined) {
+        stats.redelivered++; // already queued, in flight or done: KafkaJS fetched it again
+        continue;
+      }
+      const key = message.key?.toString() ?? null;
+      queue.push({ partition, offset, epoch, key, bytes, message: detach(message) });
+      stats.peakQueued = Math.max(stats.peakQueued, queue.queued);
+      stats.peakBufferedBytes = Math.max(stats.peakBufferedBytes, queue.bytes);
+      applyFlow(bytes);
     }
-  };
-  const admit = (partition: number, message: KafkaMessage, bytes: number) => {
-    const offset = Number(message.offset);
-    if (tracker.skip(partition, offset)) {
-      stats.skipped++; // done before a crash or handover: counts for the commit only
-      return;
-    }
-    guard.taken(bytes); // may collect garbage, or call for holding less
-    const epoch = tracker.track(partition, offset);
-    if (epoch === undefined) {
-      stats.redelivered++; // already queued, in flight or done: KafkaJS fetched it again
-      return;
-    }
-    const key = message.key?.toString() ?? null;
-    queue.push({ partition, offset, epoch, key, bytes, message: detach(message) });
-    stats.peakQueued = Math.max(stats.peakQueued, queue.queued);
-    stats.peakBufferedBytes = Math.max(stats.peakBufferedBytes, queue.bytes);
-    applyFlow(bytes);
+    const last = messages.at(-1);
+    if (last) resolveOffset(last.offset); // where KafkaJS fetches on from (commits are ours)
   };
 
   // 4. Process: at most `limit.current` calls run; each message ends processed or
@@ -343,7 +335,9 @@ export class Watermarks {
  * way to the API, and a collector that sees a heap far smaller than the machine runs
  * late: garbage, not the messages held, fills a pod. So past `collectAt` of the budget,
  * collect for every `collectEvery` of it taken in; if RSS is still past `pauseAt` after
- * one, report pressure, and collect at most every `minGapMs` while it lasts.
+ * one, report pressure, and collect at most every `minGapMs` while it lasts, less often
+ * (up to 16×) while collections do not relieve it: memory a runtime keeps after freeing
+ * is not garbage, and a full collection every 200 ms cost Node a quarter of its speed.
  */
 export class MemoryGuard {
   pressure = false;
@@ -354,6 +348,7 @@ export class MemoryGuard {
   #bytesSinceCollection = 0;
   #bytesSinceCheck = 0;
   #lastCollection = Number.NEGATIVE_INFINITY;
+  #gapMs: number;
   readonly #residentMb: () => number;
   readonly #collect: (() => void) | undefined;
   readonly #minGapMs: number;
@@ -373,6 +368,7 @@ export class MemoryGuard {
     [this.collectAtMb, this.pauseAtMb] = [budget * collectAt, budget * pauseAt];
     this.collectEveryBytes = Math.max(2 ** 20, budgetMb * 2 ** 20 * collectEvery);
     [this.#residentMb, this.#collect, this.#minGapMs] = [residentMb, collect, minGapMs];
+    this.#gapMs = minGapMs;
   }
 
   /** Counts bytes taken in; checks memory every quarter of `collectEvery`. */
@@ -388,12 +384,14 @@ export class MemoryGuard {
     let rssMb = this.#residentMb();
     const due =
       this.#bytesSinceCollection >= this.collectEveryBytes ||
-      (this.pressure && now - this.#lastCollection >= this.#minGapMs);
+      (this.pressure && now - this.#lastCollection >= this.#gapMs);
     if (rssMb >= this.collectAtMb && due && this.#collect) {
       this.#collect();
       [this.#lastCollection, this.#bytesSinceCollection] = [now, 0];
       this.collections++;
       rssMb = this.#residentMb();
+      const relieved = rssMb < this.pauseAtMb;
+      this.#gapMs = relieved ? this.#minGapMs : Math.min(this.#gapMs * 2, this.#minGapMs * 16);
     }
     this.pressure = rssMb >= this.pauseAtMb;
     return this.pressure;

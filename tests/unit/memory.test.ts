@@ -71,6 +71,31 @@ describe("MemoryGuard", () => {
     expect(state.collections).toBe(2);
   });
 
+  it("collects less and less often while collections do not relieve the pressure", () => {
+    const { guard, state } = scripted(256, { minGapMs: 100 });
+    state.rss = 200;
+    state.afterCollection = 190; // past 70% (179.2) even after a collection
+    const collectedAt: number[] = [];
+    for (let now = 0; now <= 6_000; now += 10) {
+      const before = state.collections;
+      guard.check(now);
+      if (state.collections > before) collectedAt.push(now);
+    }
+    // 100, 200, 400, 800, then 1,600 ms (16 × 100 at most) apart.
+    const gaps = collectedAt.slice(1).map((at, i) => at - (collectedAt[i] as number));
+    expect(gaps.slice(0, 5)).toEqual([200, 400, 800, 1_600, 1_600]);
+    // Relieved once: back to every 100 ms.
+    state.afterCollection = 150;
+    const last = collectedAt.at(-1) as number;
+    expect(guard.check(last + 1_600)).toBe(false);
+    state.rss = 185;
+    state.afterCollection = 182;
+    expect(guard.check(last + 1_610)).toBe(true); // pressure again, no collection due yet
+    const count = state.collections;
+    guard.check(last + 1_700);
+    expect(state.collections).toBe(count + 1);
+  });
+
   it("is off with a budget of 0", () => {
     const { guard, state } = scripted(0);
     state.rss = 10_000;
