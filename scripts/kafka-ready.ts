@@ -1,5 +1,6 @@
 // Readiness: a broker is up when it answers a metadata request, not after a sleep.
 import { Kafka, logLevel } from "kafkajs";
+import { hideTimeoutNegativeWarning } from "./quiet-kafkajs.ts";
 
 export interface WaitOptions {
   timeoutMs: number;
@@ -10,6 +11,7 @@ export interface WaitOptions {
 /** Resolves once `brokers` answers DescribeCluster; rejects with the address on timeout. */
 export async function waitForBroker(brokers: string, { timeoutMs, abortIf }: WaitOptions) {
   const deadline = Date.now() + timeoutMs;
+  hideTimeoutNegativeWarning();
   const kafka = new Kafka({
     clientId: "kafka-ready",
     brokers: brokers.split(","),

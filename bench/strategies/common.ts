@@ -13,6 +13,7 @@
 
 import { type Consumer, type ConsumerConfig, Kafka, logLevel } from "kafkajs";
 import { z } from "zod";
+import { hideTimeoutNegativeWarning } from "../../scripts/quiet-kafkajs.ts";
 
 // Settings as environment variables, read with zod: tooling, unlike the blog scripts,
 // may take a library for this.
@@ -107,6 +108,7 @@ export async function startStrategy(
   const started = performance.now();
   const settings = loadFromEnv(settingsShape);
   const topic = settings.KAFKA_TOPIC;
+  hideTimeoutNegativeWarning();
   const kafka = new Kafka({
     clientId: `bench-${name}`,
     brokers: settings.KAFKA_BROKERS.split(","),

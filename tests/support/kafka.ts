@@ -3,6 +3,7 @@
 // word that a consumer group has caught up.
 import { randomBytes } from "node:crypto";
 import { type Admin, Kafka, logLevel } from "kafkajs";
+import { hideTimeoutNegativeWarning } from "../../scripts/quiet-kafkajs.ts";
 import type { StopCondition } from "./child.ts";
 
 export function uniqueName(prefix: string): string {
@@ -10,6 +11,7 @@ export function uniqueName(prefix: string): string {
 }
 
 export function kafkaClient(brokers: string, clientId = "tests"): Kafka {
+  hideTimeoutNegativeWarning();
   return new Kafka({ clientId, brokers: brokers.split(","), logLevel: logLevel.NOTHING });
 }
 

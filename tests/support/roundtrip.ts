@@ -3,6 +3,7 @@
 // a child process on Bun, Deno and Node to prove the client works on each runtime.
 //   KAFKA_BROKERS=… ROUNDTRIP_TOPIC=… <runtime> tests/support/roundtrip.ts
 import { Kafka, logLevel } from "kafkajs";
+import { hideTimeoutNegativeWarning } from "../../scripts/quiet-kafkajs.ts";
 
 export interface RoundTripResult {
   topic: string;
@@ -19,6 +20,7 @@ export async function roundTrip(
   messages = 20,
   partitions = 2,
 ): Promise<RoundTripResult> {
+  hideTimeoutNegativeWarning();
   const kafka = new Kafka({
     clientId: "roundtrip",
     brokers: brokers.split(","),
