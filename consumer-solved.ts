@@ -337,7 +337,7 @@ export class Watermarks {
  * collect for every `collectEvery` of it taken in; if RSS is still past `pauseAt` after
  * one, report pressure, and collect at most every `minGapMs` while it lasts, less often
  * (up to 16×) while collections do not relieve it: memory a runtime keeps after freeing
- * is not garbage, and a full collection every 200 ms cost Node a quarter of its speed.
+ * is not garbage, and each futile full collection stalls the calls in flight.
  */
 export class MemoryGuard {
   pressure = false;
