@@ -10,7 +10,7 @@
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-solved.ts
- *   deno: deno add npm:kafkajs && deno run --allow-net --allow-sys=systemMemoryInfo --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
+ *   deno: deno add npm:kafkajs && deno run --allow-net --allow-sys=systemMemoryInfo --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,SESSION_TIMEOUT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
  *   node: npm i kafkajs && npm pkg set type=module && node consumer-solved.ts        (Node 22.18 or later)
  */
 
@@ -41,6 +41,7 @@ const settings = readSettings(
     COMMIT_INTERVAL_MS: number(1_000, "how often processed offsets are committed", 10, 36e5),
     COMMIT_METADATA: flag(true, "list the offsets done above each commit, to skip after a crash"),
     FETCH_MAX_WAIT_MS: number(100, "KafkaJS maxWaitTimeInMs: how late a resume can be", 1, 60_000),
+    SESSION_TIMEOUT_MS: number(30_000, "a crashed member's partitions move after this", 1e3, 36e5),
     REQUEST_TIMEOUT_MS: number(10_000, "a call not answered by then has failed", 1, 36e5),
     MAX_RETRIES: number(5, "retries of a failed call before it is dead-lettered", 0, 1_000),
     RETRY_BASE_MS: number(200, "first retry delay; doubles each retry, with jitter", 1, 36e5),
@@ -244,6 +245,10 @@ async function connect() {
   const consumer = kafka.consumer({
     groupId: settings.KAFKA_GROUP_ID,
     maxWaitTimeInMs: settings.FETCH_MAX_WAIT_MS, // also how long KafkaJS sleeps while paused
+    // A crashed member's partitions wait this long for a new owner; the broker bounds it
+    // (group.min.session.timeout.ms, 6 s by default). Heartbeats: three per session.
+    sessionTimeout: settings.SESSION_TIMEOUT_MS,
+    heartbeatInterval: Math.min(3_000, Math.floor(settings.SESSION_TIMEOUT_MS / 3)),
     // A fetch response is held whole while its messages are handed over: keep it small.
     maxBytes: fetchBytes(),
     maxBytesPerPartition: fetchBytes(),

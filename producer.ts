@@ -3,7 +3,9 @@
  *
  * Each event is JSON: a unique id, an email, a username, a timestamp and padding up to
  * PAYLOAD_BYTES. The topic is created if missing; batches go out concurrently; the exit
- * code is 0 only when the broker acknowledged every event (acks from all replicas).
+ * code is 0 only when the broker acknowledged every event (acks from all replicas), and
+ * each event is stored once: the producer is idempotent, so a retried batch is not
+ * written twice.
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run producer.ts
@@ -11,7 +13,7 @@
  *   node: npm i kafkajs && npm pkg set type=module && node producer.ts        (Node 22.18+)
  */
 import { randomBytes } from "node:crypto";
-import { type Admin, Kafka, logLevel, type Message, Partitioners } from "kafkajs";
+import { type Admin, Kafka, type LogEntry, logLevel, type Message, Partitioners } from "kafkajs";
 
 const settings = readSettings(
   {
@@ -34,9 +36,14 @@ async function main() {
   const { KAFKA_TOPIC: topic, MESSAGES: total } = settings;
   hideTimeoutNegativeWarning();
   const brokers = settings.KAFKA_BROKERS.split(",");
-  const kafka = new Kafka({ brokers, logLevel: logLevel.WARN, connectionTimeout: 3_000 });
-  // The default partitioner, named so KafkaJS does not warn that its default changed in 2.0.
-  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  const kafka = new Kafka({ brokers, logCreator: quietTransientErrors, connectionTimeout: 3_000 });
+  // Idempotent: when an answer is lost (a busy broker, a timeout), KafkaJS sends the batch
+  // again, and the broker must not store it twice. The default partitioner, named so
+  // KafkaJS does not warn that its default changed in 2.0.
+  const producer = kafka.producer({
+    createPartitioner: Partitioners.DefaultPartitioner,
+    idempotent: true,
+  });
   const admin = kafka.admin();
 
   // 1. Connect, and create the topic unless it exists.
@@ -137,6 +144,20 @@ export function hideTimeoutNegativeWarning() {
     process.off("warning", print);
     process.on("warning", (warning) => warning.name === "TimeoutNegativeWarning" || print(warning));
   }
+}
+
+/**
+ * KafkaJS's warnings and errors, minus the states a fresh broker or a leader election
+ * passes through, which KafkaJS retries by itself: a normal start, not a fault.
+ */
+export function quietTransientErrors() {
+  const transient = /coordinator is (not available|loading)|not the correct coordinator|leader/i;
+  return ({ level, label, namespace, log }: LogEntry) => {
+    if (level > logLevel.WARN || transient.test(log.error ?? "")) return;
+    console.error(
+      JSON.stringify({ level: label, ...log, message: `[${namespace}] ${log.message}` }),
+    );
+  };
 }
 
 function fail(message: string): never {

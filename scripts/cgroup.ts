@@ -2,6 +2,7 @@
 // the way a Kubernetes pod limit does, so a test sees what the kernel does at the limit:
 // the OOM killer, not a polite heap error. Supports a pure cgroup v2 hierarchy at
 // /sys/fs/cgroup and the v1 per-controller mounts (/sys/fs/cgroup/memory, .../cpu).
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -55,7 +56,12 @@ export interface Cgroup {
 }
 
 const root = "/sys/fs/cgroup";
-export const parentName = "kafka-backpressure";
+/**
+ * One parent per checkout: `cleanup` (and a leak found by a test) removes what this
+ * checkout made, never the cgroups of another checkout's run on the same machine.
+ */
+const checkout = new URL("..", import.meta.url).pathname;
+export const parentName = `kafka-backpressure-${createHash("sha256").update(checkout).digest("hex").slice(0, 8)}`;
 const mb = 1024 * 1024;
 const periodUs = 100_000;
 let counter = 0;
@@ -236,9 +242,12 @@ export async function listCgroups(): Promise<string[]> {
   return listed.flat();
 }
 
-/** Removes every cgroup under the project's parent (killing what runs there), then the parent. */
-export async function removeLeftoverCgroups(): Promise<string[]> {
-  const leftovers = await listCgroups();
+/**
+ * Removes the cgroups under this checkout's parent that `only` picks (all by default),
+ * killing what runs there, then the parent if it is empty.
+ */
+export async function removeLeftoverCgroups(only = (_path: string) => true): Promise<string[]> {
+  const leftovers = (await listCgroups()).filter(only);
   for (const path of leftovers) await removeCgroupDir(path);
   for (const dir of parentDirs()) await rmdir(dir).catch(() => {});
   return leftovers;

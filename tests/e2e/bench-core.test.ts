@@ -1,3 +1,4 @@
+// @module-tag full
 // The micro-benchmarks still run: bench/core.bench.ts as a child process on Node at
 // tiny sizes, its JSON checked for a result from every benchmark. Nothing about speed:
 // that depends on the machine, and this one has other tests running beside it.

@@ -1,3 +1,4 @@
+// @module-tag full
 // bench/sizes.ts still runs: one small size on one runtime, as a child process on the
 // suite's broker, writing into a temporary folder. Only that it finishes and writes
 // every file with a row per consumer is checked; never a speed or a memory figure.

@@ -1,3 +1,4 @@
+// @module-tag full
 // The end-to-end benchmarks still run: bench/strategies.ts and bench/raw-speed.ts in
 // QUICK mode, as child processes on the suite's broker, writing into a temporary
 // folder. Only that they finish and write every file, with an entry per strategy or

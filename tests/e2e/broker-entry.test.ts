@@ -1,3 +1,4 @@
+// @module-tag full
 // The broker entry point's failure paths and its jar cache, as real child processes.
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";

@@ -61,8 +61,9 @@ async function withCgroup<T>(options: CgroupOptions, body: (cgroup: Cgroup) => P
   }
 }
 
-const ours = async () =>
-  (await listCgroups()).filter((path) => path.includes(`/kbp-${process.pid}-`));
+/** This file's cgroups: other files running side by side have theirs. */
+const isOurs = (path: string) => path.includes(`/kbp-${process.pid}-`);
+const ours = async () => (await listCgroups()).filter(isOurs);
 
 describe.skipIf(!support.ok)(title, () => {
   afterEach(() => {
@@ -73,7 +74,7 @@ describe.skipIf(!support.ok)(title, () => {
 
   afterAll(async () => {
     const left = await ours();
-    if (left.length > 0) await removeLeftoverCgroups(); // a leak is a failure, but clean it
+    if (left.length > 0) await removeLeftoverCgroups(isOurs); // a leak is a failure, but clean it
     expect(left).toEqual([]);
   });
 

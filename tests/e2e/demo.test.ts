@@ -1,3 +1,4 @@
+// @module-tag full
 // A smoke run of `npm run demo`: a small backlog, to prove the pieces still fit
 // together and that it cleans up after itself. It asserts nothing about speed or
 // memory; tests/e2e/memory.test.ts and pod.test.ts do.

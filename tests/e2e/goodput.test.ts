@@ -1,3 +1,4 @@
+// @module-tag full
 // Goodput under a failing API, end to end: a message that keeps failing must not slow
 // the others down. While it waits out its backoff it holds no concurrency slot, so
 // with CONCURRENCY 2 the other messages flow on two slots, not one. The evidence is

@@ -1,10 +1,13 @@
+// @module-tag full
 // The regression suite the project exists for: on a real broker, with the same
 // backlog, message size, API latency and memory ceiling, the unbounded consumer passes
 // the ceiling and the solved one stays well under it while it processes everything,
 // on Bun, Deno and Node. Memory is measured from outside (/proc/<pid>/status) and
 // compared with what each script reports. tests/e2e/pod.test.ts runs the same cases
-// under the kernel's limit instead of the scripts' own check.
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+// under the kernel's limit instead of the scripts' own check. The cases run side by
+// side (each with its own backlog, group and mock API): they mostly wait on a 5 s API.
+// Whether memory grows with the backlog is tests/e2e/backlog.test.ts, run alone.
+import { describe, expect, inject, it } from "vitest";
 import { podHeapEnv, type Runtime, runtimes } from "../../scripts/runtimes.ts";
 import type { RunResult } from "../support/child.ts";
 import {
@@ -21,13 +24,15 @@ import { type MockApi, produce, startMockApi } from "../support/services.ts";
 const brokers = inject("kafkaBrokers");
 const { ceilingMb, latencyMs, messages, payloadBytes } = conditions;
 
-let api: MockApi;
-beforeAll(async () => {
-  api = await startMockApi({ LATENCY_MS: String(latencyMs), JITTER_MS: "100" });
-});
-afterAll(async () => {
-  await api?.stop();
-});
+/** The slow API, one per case: cases side by side must not share its counts. */
+async function withSlowApi<T>(use: (api: MockApi) => Promise<T>): Promise<T> {
+  const api = await startMockApi({ LATENCY_MS: String(latencyMs), JITTER_MS: "100" });
+  try {
+    return await use(api);
+  } finally {
+    await api.stop();
+  }
+}
 
 /** The scripts' own ceiling, and the heap settings a pod with that limit gives V8. */
 const ownCeiling = (runtime: Runtime) => ({
@@ -44,89 +49,67 @@ function expectReportAgrees(run: RunResult) {
   );
 }
 
-describe.each(runtimes)("on %s, ceiling 320 MB", (runtime) => {
-  it("the unbounded consumer passes the ceiling and exits with code 3", async () => {
-    const backlog = await produce(brokers, uniqueName(`unbounded-${runtime}`), {
-      messages,
-      payloadBytes,
-    });
-    const run = await runUnbounded({ runtime, brokers, backlog, api, env: ownCeiling(runtime) });
-    recordRun("own ceiling", runtime, "unbounded", backlog, run);
-    expect(run.code, run.stderr.slice(-2_000)).toBe(3);
-    expect(run.stdout).toMatch(/MEMORY LIMIT EXCEEDED: rss \d+ MB > 320 MB/);
-    expect(run.summary).toMatchObject({ memoryLimitExceeded: true, exitCode: 3 });
-    // Seen from outside (the kernel's VmHWM, read every 10 ms): near the ceiling at exit,
-    // by a margin fixed in advance rather than taken from this run. The script checks
-    // every 100 ms; even Node's pile-up (about 100 MB/s here) rises under 32 MB in that.
-    expect(run.observedPeakRssMb).toBeGreaterThanOrEqual(0.9 * ceilingMb);
-    expectReportAgrees(run);
-  });
+describe.concurrent.each(runtimes)("on %s, ceiling 320 MB", (runtime) => {
+  it("the unbounded consumer passes the ceiling and exits with code 3", () =>
+    withSlowApi(async (api) => {
+      const backlog = await produce(brokers, uniqueName(`unbounded-${runtime}`), {
+        messages,
+        payloadBytes,
+      });
+      const run = await runUnbounded({ runtime, brokers, backlog, api, env: ownCeiling(runtime) });
+      recordRun("own ceiling", runtime, "unbounded", backlog, run);
+      expect(run.code, run.stderr.slice(-2_000)).toBe(3);
+      expect(run.stdout).toMatch(/MEMORY LIMIT EXCEEDED: rss \d+ MB > 320 MB/);
+      expect(run.summary).toMatchObject({ memoryLimitExceeded: true, exitCode: 3 });
+      // Seen from outside (the kernel's VmHWM, read every 10 ms): near the ceiling at exit,
+      // by a margin fixed in advance rather than taken from this run. The script checks
+      // every 100 ms; even Node's pile-up (about 100 MB/s here) rises under 32 MB in that.
+      expect(run.observedPeakRssMb).toBeGreaterThanOrEqual(0.9 * ceilingMb);
+      expectReportAgrees(run);
+    }));
 
-  it("the solved consumer processes the whole backlog at least 25% under the ceiling", async () => {
-    const backlog = await produce(brokers, uniqueName(`solved-${runtime}`), {
-      messages,
-      payloadBytes,
-    });
-    const solved: ConsumerRun = { runtime, brokers, backlog, api, env: ownCeiling(runtime) };
-    const run = await runSolved(solved);
-    recordRun("own ceiling", runtime, "solved", backlog, run);
-    await expectProcessedEverything(run, solved);
-    expect(run.summary).toMatchObject({ memoryLimitExceeded: false });
-    expect(run.observedPeakRssMb).toBeLessThan(0.75 * ceilingMb);
-    expectReportAgrees(run);
-  });
+  it("the solved consumer processes the whole backlog at least 25% under the ceiling", () =>
+    withSlowApi(async (api) => {
+      const backlog = await produce(brokers, uniqueName(`solved-${runtime}`), {
+        messages,
+        payloadBytes,
+      });
+      const solved: ConsumerRun = { runtime, brokers, backlog, api, env: ownCeiling(runtime) };
+      const run = await runSolved(solved);
+      recordRun("own ceiling", runtime, "solved", backlog, run);
+      await expectProcessedEverything(run, solved);
+      expect(run.summary).toMatchObject({ memoryLimitExceeded: false });
+      expect(run.observedPeakRssMb).toBeLessThan(0.75 * ceilingMb);
+      expectReportAgrees(run);
+    }));
 });
 
-describe("bounded, whatever the backlog and the message size", () => {
-  it("deno: the solved consumer's peak RSS for a 5x larger backlog differs by less than 15%", async () => {
-    // A fast API (about 1,700 msg/s here), so both runs are long: a peak is the
-    // highest of many garbage-collection cycles, and the 1x run needs enough of them
-    // (over 20 s) to reach the steady state's peak, or the comparison measures how
-    // many cycles each run sampled rather than growth. Small events: the backlog's
-    // length is what is under test. Deno, because with the V8 budget the tests give
-    // it its peak repeats within 3 MB from run to run (147-150 MB in five runs);
-    // Bun's varied more (140-149 MB for 1x, 150-166 MB for 5x, in three runs).
-    const fastApi = await startMockApi({ LATENCY_MS: "100", JITTER_MS: "20" });
-    try {
-      const run = async (count: number, label: string) => {
-        const backlog = await produce(brokers, uniqueName(`backlog-${label}`), {
-          messages: count,
-          payloadBytes: 1_024,
-        });
-        const env = { ...ownCeiling("deno"), CONCURRENCY: "200" };
-        const solved: ConsumerRun = { runtime: "deno", brokers, backlog, api: fastApi, env };
-        const result = await runSolved(solved);
-        recordRun(`backlog ${label}`, "deno", "solved", backlog, result);
-        await expectProcessedEverything(result, solved);
-        return result;
+describe.concurrent("bounded, whatever the message size", () => {
+  it("node: with messages ten times larger the byte cap pauses fetching and RSS stays under the ceiling", () =>
+    withSlowApi(async (api) => {
+      // 600 messages of 160 KB: a 94 MB backlog, six times the 16 MB byte cap.
+      const backlog = await produce(brokers, uniqueName("large-messages"), {
+        messages: 600,
+        payloadBytes: payloadBytes * 10,
+      });
+      const solved: ConsumerRun = {
+        runtime: "node",
+        brokers,
+        backlog,
+        api,
+        env: ownCeiling("node"),
       };
-      const small = await run(40_000, "1x");
-      const large = await run(200_000, "5x");
-      const difference = Math.abs(large.observedPeakRssMb - small.observedPeakRssMb);
-      expect(difference / small.observedPeakRssMb).toBeLessThan(0.15);
-    } finally {
-      await fastApi.stop();
-    }
-  }, 420_000); // about 2½ minutes: 240,000 messages at the API's pace
-
-  it("node: with messages ten times larger the byte cap pauses fetching and RSS stays under the ceiling", async () => {
-    // 600 messages of 160 KB: a 94 MB backlog, six times the 16 MB byte cap.
-    const backlog = await produce(brokers, uniqueName("large-messages"), {
-      messages: 600,
-      payloadBytes: payloadBytes * 10,
-    });
-    const solved: ConsumerRun = { runtime: "node", brokers, backlog, api, env: ownCeiling("node") };
-    const run = await runSolved(solved);
-    recordRun("10x message size", "node", "solved", backlog, run);
-    await expectProcessedEverything(run, solved);
-    expect(run.observedPeakRssMb).toBeLessThan(ceilingMb);
-    // The byte cap, not the message count, is what paused it: 600 messages never
-    // reach HIGH_WATERMARK (2,000), yet it paused.
-    expect(Number(run.summary?.pauses)).toBeGreaterThan(0);
-    // Queued and running messages together stayed within MAX_BUFFERED_BYTES (16 MB by
-    // default) plus at most one message.
-    expect(Number(run.summary?.peakBufferedMb)).toBeLessThanOrEqual(
-      16 + (payloadBytes * 10) / 2 ** 20,
-    );
-  });
+      const run = await runSolved(solved);
+      recordRun("10x message size", "node", "solved", backlog, run);
+      await expectProcessedEverything(run, solved);
+      expect(run.observedPeakRssMb).toBeLessThan(ceilingMb);
+      // The byte cap, not the message count, is what paused it: 600 messages never
+      // reach HIGH_WATERMARK (2,000), yet it paused.
+      expect(Number(run.summary?.pauses)).toBeGreaterThan(0);
+      // Queued and running messages together stayed within MAX_BUFFERED_BYTES (16 MB by
+      // default) plus at most one message.
+      expect(Number(run.summary?.peakBufferedMb)).toBeLessThanOrEqual(
+        16 + (payloadBytes * 10) / 2 ** 20,
+      );
+    }));
 });

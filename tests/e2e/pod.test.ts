@@ -12,7 +12,11 @@
 //     (At 100 ms the API keeps pace with Kafka: the unbounded consumer holds only what
 //     100 ms of fetching brings, and survives on Bun and Node, so it proves nothing there.)
 // Where this machine cannot make cgroups, these cases are skipped with the reason.
-import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
+// The cases run side by side, each with its own pod and its own mock API: the kernel
+// judges each pod alone, and a consumer short of CPU must stay bounded too. The quick
+// tier (`npm test`) runs the 256 KB cases, where garbage comes fastest (every break of
+// the memory bound this suite has caught showed there); the others are tagged `full`.
+import { afterAll, describe, expect, inject, it, vi } from "vitest";
 import {
   type Cgroup,
   type CgroupStats,
@@ -45,6 +49,10 @@ const sizes = [1 * kb, 16 * kb, 64 * kb, 256 * kb, 900 * kb];
 const backlogOf = (size: number) => Math.min(20_000, Math.ceil((20 * byteCap) / size));
 /** Sizes whose backlog does not fit in the pod (at 1 KB it is 20 MB). */
 const pilingSizes = sizes.filter((size) => backlogOf(size) * size > limitMb * 2 ** 20);
+
+/** The sizes the quick tier runs; every other case is tagged `full`. */
+const quickSizes = [256 * kb];
+const tier = (size: number) => ({ tags: quickSizes.includes(size) ? [] : ["full"] });
 
 /** Each run's limit; each case's timeout is a little longer. */
 const runLimitMs = 280_000;
@@ -79,6 +87,17 @@ interface PodRun {
   throttled?: number;
 }
 
+/** A mock API of its own for one case, so cases side by side do not share its counts. */
+async function withApi<T>(latencyMs: number, use: (api: MockApi) => Promise<T>): Promise<T> {
+  const jitter = latencyMs >= 1_000 ? 100 : 10;
+  const api = await startMockApi({ LATENCY_MS: String(latencyMs), JITTER_MS: String(jitter) });
+  try {
+    return await use(api);
+  } finally {
+    await api.stop();
+  }
+}
+
 /**
  * Runs a consumer script in a fresh pod on its defaults plus `env`, calls `during`
  * while it runs (e.g. to stop it), and always removes the cgroup afterwards.
@@ -93,7 +112,6 @@ async function inPod(
   during?: (running: RunningScript) => Promise<void>,
   cpuQuota?: number,
 ): Promise<PodRun> {
-  await api.reset();
   const groupId = `${work.topic}-${name}-${runtime}`;
   const cgroup: Cgroup = await createCgroup({
     memoryLimitMb: limitMb,
@@ -110,7 +128,7 @@ async function inPod(
       // Done once the API has answered every id; then SIGTERM, and it must exit 0.
       stopWhen: answered(api, work.messages),
     });
-    // A run that outlives its test must not overlap the next one in the shared API.
+    // A run that outlives its case is stopped, whatever the case is waiting for.
     const watchdog = setTimeout(() => running.child.kill("SIGKILL"), runLimitMs);
     try {
       await during?.(running);
@@ -165,6 +183,7 @@ function expectStoppedByTheLimit({ run, stats }: PodRun) {
 
 describe.skipIf(!support.ok)(
   `in a ${limitMb} MB pod (${support.ok ? `cgroup v${support.version}` : "n/a"})`,
+  { concurrent: true },
   () => {
     afterAll(async () => {
       // Nothing of this run left behind, passed or failed.
@@ -174,42 +193,39 @@ describe.skipIf(!support.ok)(
     });
 
     describe("API at 100 ms: every size, to the end of the topic", () => {
-      let api: MockApi;
-      beforeAll(async () => {
-        api = await startMockApi({ LATENCY_MS: "100", JITTER_MS: "10" });
-      });
-      afterAll(async () => {
-        await api?.stop();
-      });
-
       describe.each(runtimes)("on %s", (runtime) => {
-        it.each(sized(sizes))(
-          "the solved consumer, on its defaults, finishes %s messages well under the limit",
-          async (_, size) => {
-            const work = await backlog(size);
-            const pod = await inPod(api, runtime, "consumer-solved.ts", work, "solved");
-            const rate = work.messages / (Number(pod.run.summary?.durationMs) / 1_000);
-            record(
-              `pod, API 100 ms, ${label(size)}`,
-              runtime,
-              "solved",
-              work,
-              pod,
-              `, ${rate.toFixed(0)} msg/s, ${((rate * size) / 2 ** 20).toFixed(1)} MB/s`,
-            );
-            expectWellUnder(pod);
-            // Every id answered 201 by the API, each exactly once; all committed.
-            expect((await api.succeeded()).sort()).toEqual([...work.ids].sort());
-            expect(await committedOffsets(brokers, pod.groupId, work.topic)).toEqual(
-              await endOffsets(brokers, work.topic),
-            );
-          },
-        );
+        for (const [name, size] of sized(sizes)) {
+          it(
+            `the solved consumer, on its defaults, finishes ${name} messages well under the limit`,
+            tier(size),
+            () =>
+              withApi(100, async (api) => {
+                const work = await backlog(size);
+                const pod = await inPod(api, runtime, "consumer-solved.ts", work, "solved");
+                const rate = work.messages / (Number(pod.run.summary?.durationMs) / 1_000);
+                record(
+                  `pod, API 100 ms, ${label(size)}`,
+                  runtime,
+                  "solved",
+                  work,
+                  pod,
+                  `, ${rate.toFixed(0)} msg/s, ${((rate * size) / 2 ** 20).toFixed(1)} MB/s`,
+                );
+                expectWellUnder(pod);
+                // Every id answered 201 by the API, each exactly once; all committed.
+                expect((await api.succeeded()).sort()).toEqual([...work.ids].sort());
+                expect(await committedOffsets(brokers, pod.groupId, work.topic)).toEqual(
+                  await endOffsets(brokers, work.topic),
+                );
+              }),
+          );
+        }
       });
     });
 
     it.skipIf(skipUnless(!support.ok || support.cpu, "no CPU controller for a quota", "pod CPU"))(
       "node, with half a CPU core: the solved consumer still finishes 256 KB messages well under the limit",
+      { tags: ["full"] },
       async () => {
         // Garbage comes fastest with big messages; a starved process collects it late.
         const api = await startMockApi({ LATENCY_MS: "100", JITTER_MS: "10" });
@@ -236,88 +252,90 @@ describe.skipIf(!support.ok)(
     );
 
     describe("API at 5 s: the backlog piles up", () => {
-      let api: MockApi;
-      beforeAll(async () => {
-        api = await startMockApi({ LATENCY_MS: "5000", JITTER_MS: "100" });
-      });
-      afterAll(async () => {
-        await api?.stop();
-      });
-
       describe.each(runtimes)("on %s", (runtime) => {
-        it.each(sized(pilingSizes))(
-          "the unbounded consumer is stopped by the limit at %s",
-          async (_, size) => {
-            const work = await backlog(size);
-            const pod = await inPod(api, runtime, "consumer-backpressure.ts", work, "unbounded", {
-              MEMORY_LIMIT_MB: String(limitMb),
-            });
-            record(`pod, API 5 s, ${label(size)}`, runtime, "unbounded", work, pod);
-            expectStoppedByTheLimit(pod);
-          },
-        );
-
-        it("the solved consumer with its bounds lifted is OOM-killed at 256 KB", async () => {
-          // The same script and backlog with every bound off: what the bounds are worth.
-          const work = await backlog(256 * kb);
-          const pod = await inPod(api, runtime, "consumer-solved.ts", work, "lifted", {
-            MEMORY_LIMIT_MB: "0",
-            HIGH_WATERMARK: "10000000",
-            LOW_WATERMARK: "5000000",
-            MAX_BUFFERED_BYTES: String(2 ** 40),
-            MAX_UNCOMMITTED: "100000000",
-          });
-          record("pod, API 5 s, 256 KB", runtime, "solved, bounds lifted", work, pod);
-          expect(oomKilled(pod.run, pod.stats), `exit ${pod.run.code}/${pod.run.signal}`).toBe(
-            true,
+        for (const [name, size] of sized(pilingSizes)) {
+          it(`the unbounded consumer is stopped by the limit at ${name}`, tier(size), () =>
+            withApi(5_000, async (api) => {
+              const work = await backlog(size);
+              const pod = await inPod(api, runtime, "consumer-backpressure.ts", work, "unbounded", {
+                MEMORY_LIMIT_MB: String(limitMb),
+              });
+              record(`pod, API 5 s, ${label(size)}`, runtime, "unbounded", work, pod);
+              expectStoppedByTheLimit(pod);
+            }),
           );
-        });
+        }
 
-        it.each(sized([64 * kb, 900 * kb]))(
-          "the solved consumer holds the %s backlog well under the limit, then stops cleanly",
-          async (_, size) => {
-            const work = await backlog(size);
-            // Two rounds of calls answered: by then it has filled its queue and paused.
-            const rounds = 2 * Math.min(concurrency, Math.floor(byteCap / size));
-            let answered = 0;
-            const pod = await inPod(
-              api,
-              runtime,
-              "consumer-solved.ts",
-              work,
-              "held",
-              {},
-              async (running) => {
-                while (answered < rounds) {
-                  answered = (await api.stats()).succeeded;
-                  if (running.child.exitCode !== null) return; // ended early: the checks below say why
-                  await new Promise((resolve) => setTimeout(resolve, 250));
-                }
-                running.child.kill("SIGTERM");
-              },
-            );
-            record(
-              `pod, API 5 s, ${label(size)}`,
-              runtime,
-              "solved (SIGTERM)",
-              work,
-              pod,
-              `, ${answered} answered before SIGTERM`,
-            );
-            expectWellUnder(pod);
-            expect(answered).toBeGreaterThanOrEqual(rounds);
-            // At least once: the broker holds no commit past what the API answered.
-            const committed = Object.values(
-              await committedOffsets(brokers, pod.groupId, work.topic),
-            )
-              .map(Number)
-              .filter((offset) => offset > 0)
-              .reduce((sum, offset) => sum + offset, 0);
-            const distinctAnswered = new Set(await api.succeeded()).size;
-            expect(committed).toBeGreaterThan(0);
-            expect(committed).toBeLessThanOrEqual(distinctAnswered);
-          },
+        it(
+          "the solved consumer with its bounds lifted is OOM-killed at 256 KB",
+          { tags: ["full"] },
+          () =>
+            withApi(5_000, async (api) => {
+              // The same script and backlog with every bound off: what the bounds are worth.
+              const work = await backlog(256 * kb);
+              const pod = await inPod(api, runtime, "consumer-solved.ts", work, "lifted", {
+                MEMORY_LIMIT_MB: "0",
+                HIGH_WATERMARK: "10000000",
+                LOW_WATERMARK: "5000000",
+                MAX_BUFFERED_BYTES: String(2 ** 40),
+                MAX_UNCOMMITTED: "100000000",
+              });
+              record("pod, API 5 s, 256 KB", runtime, "solved, bounds lifted", work, pod);
+              expect(oomKilled(pod.run, pod.stats), `exit ${pod.run.code}/${pod.run.signal}`).toBe(
+                true,
+              );
+            }),
         );
+
+        for (const [name, size] of sized([64 * kb, 900 * kb])) {
+          it(
+            `the solved consumer holds the ${name} backlog well under the limit, then stops cleanly`,
+            tier(size),
+            () =>
+              withApi(5_000, async (api) => {
+                const work = await backlog(size);
+                // Two rounds of calls answered: by then it has filled its queue and paused.
+                const rounds = 2 * Math.min(concurrency, Math.floor(byteCap / size));
+                let answered = 0;
+                const pod = await inPod(
+                  api,
+                  runtime,
+                  "consumer-solved.ts",
+                  work,
+                  "held",
+                  {},
+                  async (running) => {
+                    while (answered < rounds) {
+                      answered = (await api.stats()).succeeded;
+                      if (running.child.exitCode !== null) return; // ended early: the checks below say why
+                      await new Promise((resolve) => setTimeout(resolve, 250));
+                    }
+                    running.child.kill("SIGTERM");
+                  },
+                );
+                record(
+                  `pod, API 5 s, ${label(size)}`,
+                  runtime,
+                  "solved (SIGTERM)",
+                  work,
+                  pod,
+                  `, ${answered} answered before SIGTERM`,
+                );
+                expectWellUnder(pod);
+                expect(answered).toBeGreaterThanOrEqual(rounds);
+                // At least once: the broker holds no commit past what the API answered.
+                const committed = Object.values(
+                  await committedOffsets(brokers, pod.groupId, work.topic),
+                )
+                  .map(Number)
+                  .filter((offset) => offset > 0)
+                  .reduce((sum, offset) => sum + offset, 0);
+                const distinctAnswered = new Set(await api.succeeded()).size;
+                expect(committed).toBeGreaterThan(0);
+                expect(committed).toBeLessThanOrEqual(distinctAnswered);
+              }),
+          );
+        }
       });
     });
   },

@@ -1,3 +1,4 @@
+// @module-tag full
 // After a crash, only unfinished work is redone: consumer-solved.ts lists in each
 // commit's metadata the offsets done above the committed one (COMMIT_METADATA), and
 // whoever owns the partition next skips them. A real broker, the mock API and the
@@ -14,6 +15,7 @@ import {
   readTopic,
   uniqueName,
 } from "../support/kafka.ts";
+import { fastFailover } from "../support/redelivery.ts";
 import { type ApiStats, consumerEnv, type MockApi, produce, total } from "../support/services.ts";
 import {
   expectExit,
@@ -48,6 +50,8 @@ async function outcome(api: MockApi, topic: string, ids: number) {
 
 const COMMIT_INTERVAL_MS = 1_000;
 const STATUS_INTERVAL_MS = 500;
+/** the session timeout the cases that kill a member set */
+const sessionS = Number(fastFailover.SESSION_TIMEOUT_MS) / 1_000;
 
 interface StragglerResult {
   duplicates: number;
@@ -61,9 +65,14 @@ interface StragglerResult {
  * The straggler case: an API of 100 ms where 2% of calls take 8 s, CONCURRENCY 50;
  * SIGKILL partway, then a restart that runs to the end of the topic.
  */
-async function stragglers(api: MockApi, commitMetadata: boolean): Promise<StragglerResult> {
+async function stragglers(commitMetadata: boolean): Promise<StragglerResult> {
   const label = commitMetadata ? "on" : "off";
-  await api.reset();
+  const api = await mockApi({
+    LATENCY_MS: "100",
+    JITTER_MS: "20",
+    HANG_RATE: "0.02",
+    HANG_MS: "8000",
+  });
   const backlog = await produce(brokers, uniqueName(`straggler-${label}`), { messages: 3_000 });
   const groupId = `${backlog.topic}-solved`;
   const env = consumerEnv(brokers, backlog.topic, groupId, {
@@ -72,6 +81,7 @@ async function stragglers(api: MockApi, commitMetadata: boolean): Promise<Stragg
     COMMIT_INTERVAL_MS: String(COMMIT_INTERVAL_MS),
     STATUS_INTERVAL_MS: String(STATUS_INTERVAL_MS),
     COMMIT_METADATA: String(commitMetadata),
+    ...fastFailover,
   });
   const first = solved("bun", env);
   // Killed the moment a status line says half is done: that line describes the process
@@ -128,8 +138,8 @@ async function stragglers(api: MockApi, commitMetadata: boolean): Promise<Stragg
  * What may reach the API twice when an instance loses partitions (killed, or revoked in
  * a rebalance): what it had in flight, and what it finished since its last commit, at
  * most one commit interval (plus a status interval) before. A revocation comes at the
- * end of a rebalance, which began up to a session timeout (30 s) earlier: the worst of
- * that span counts.
+ * end of a rebalance, which began up to a session timeout earlier: the worst of that
+ * span counts.
  */
 function lossBound(statuses: SolvedStatus[], lostAt: number, spanS = 0): number {
   const at = statuses[lostAt];
@@ -176,6 +186,7 @@ async function groupCase(commitMetadata: boolean) {
     COMMIT_INTERVAL_MS: String(COMMIT_INTERVAL_MS),
     STATUS_INTERVAL_MS: String(STATUS_INTERVAL_MS),
     COMMIT_METADATA: String(commitMetadata),
+    ...fastFailover,
   });
   const everyRun: SolvedRun[] = [];
   const start = () => {
@@ -204,7 +215,7 @@ async function groupCase(commitMetadata: boolean) {
   for (const result of results) expectExit(result, 0);
   // Every instance that ever ran, the killed ones included: each revocation it saw.
   for (const run of everyRun) {
-    for (const at of revocations(run.statuses)) bound += lossBound(run.statuses, at, 30);
+    for (const at of revocations(run.statuses)) bound += lossBound(run.statuses, at, sessionS);
   }
   const { stats, stored, redone } = await outcome(api, backlog.topic, backlog.messages);
   const skipped = results.reduce((sum, r) => sum + Number(r.summary?.skipped), 0);
@@ -226,14 +237,7 @@ async function groupCase(commitMetadata: boolean) {
 
 describe("consumer-solved.ts redoes only unfinished work after a crash", () => {
   it("bun: 2% of calls at 8 s, SIGKILL, restart: duplicates within in flight + one commit interval with COMMIT_METADATA, far more without; side effects once", async () => {
-    const api = await mockApi({
-      LATENCY_MS: "100",
-      JITTER_MS: "20",
-      HANG_RATE: "0.02",
-      HANG_MS: "8000",
-    });
-    const on = await stragglers(api, true);
-    const off = await stragglers(api, false);
+    const [on, off] = await Promise.all([stragglers(true), stragglers(false)]);
     console.log(
       `[stragglers] duplicates with COMMIT_METADATA ${on.duplicates}, without ${off.duplicates}`,
     );

@@ -76,7 +76,11 @@ describe.each(runtimes)("on %s", (runtime) => {
       stopWhen: answered(api, messages),
     });
     expect(run.code, run.stderr).toBe(0);
-    expect(run.summary).toMatchObject({ processed: messages, deadLettered: 0, exitCode: 0 });
+    expect(run.summary, JSON.stringify(run.summary)).toMatchObject({
+      processed: messages,
+      deadLettered: 0,
+      exitCode: 0,
+    });
     expect(Number(run.summary?.pauses)).toBeGreaterThan(0);
     expect(Number(run.summary?.peakQueued)).toBeLessThanOrEqual(100);
 

@@ -1,3 +1,4 @@
+// @module-tag full
 // Each top-level script is meant to be copied alone into a blog post or an empty folder.
 // Here each one is, on each runtime: an empty folder, the file, then exactly the lines
 // its header gives for that runtime (the install, then the run), with `--help` and with
