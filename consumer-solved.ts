@@ -10,7 +10,7 @@
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-solved.ts
- *   deno: deno add npm:kafkajs && deno run --allow-net --allow-sys=systemMemoryInfo --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,SESSION_TIMEOUT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
+ *   deno: deno add npm:kafkajs && deno run --allow-net --allow-sys=systemMemoryInfo --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,SESSION_TIMEOUT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,KAFKA_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
  *   node: npm i kafkajs && npm pkg set type=module && node consumer-solved.ts        (Node 22.18 or later)
  */
 
@@ -47,6 +47,7 @@ const settings = readSettings(
     RETRY_BASE_MS: number(200, "first retry delay; doubles each retry, with jitter", 1, 36e5),
     RETRY_MAX_MS: number(10_000, "longest retry delay, Retry-After included", 1, 36e5),
     API_UNREACHABLE_MS: number(15_000, "exit 4 when the API is silent this long", 100, 36e5),
+    KAFKA_UNREACHABLE_MS: number(60_000, "exit 1 when no broker has answered this long", 1e3, 36e5),
     DLQ_TOPIC: text("", "dead-letter topic (empty: <KAFKA_TOPIC>.dlq)"),
     KEY_ORDERING: flag(false, "one message per key at a time, in offset order"),
     SHUTDOWN_TIMEOUT_MS: number(10_000, "on SIGINT/SIGTERM, time to finish the queue", 0, 36e5),
@@ -197,9 +198,12 @@ async function main() {
     void commit(); // what a rebalance refused, again in the new generation
     gate.open();
   });
-  consumer.on(consumer.events.CRASH, ({ payload }) => {
-    if (!payload.restart) void stop(`Kafka consumer crashed: ${payload.error.message}`, 1);
-  });
+  // KafkaJS restarts itself after most failures; where it gives up because no broker
+  // answered (the only one restarting), rejoin for up to KAFKA_UNREACHABLE_MS, then exit 1.
+  consumer.on(
+    consumer.events.CRASH,
+    afterCrash(consumer, consume, () => stopping, stop),
+  );
 
   // 7. Stop on SIGINT/SIGTERM: fetch no more, finish the queue within
   //    SHUTDOWN_TIMEOUT_MS (then abandon the rest), commit, disconnect, exit 0.
@@ -227,7 +231,10 @@ async function main() {
   // The status line, the memory ceiling (exit 3) and the API watchdog (exit 4).
   const parts = { stats, queue, tracker, limit, watermarks, guard, api };
   const report = startReporting({ ...parts, assigned: () => assigned }, stop);
-  await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch: admitBatch });
+  await consume();
+  function consume() {
+    return consumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch: admitBatch });
+  }
 }
 
 // ---- 1. Connect ----
@@ -1223,6 +1230,61 @@ export function decodeDone(metadata: string | null | undefined, committed: numbe
     else runs.push([base + i, base + i + 1]);
   }
   return { kind: "done", runs };
+}
+
+/**
+ * The consumer's CRASH handler. KafkaJS restarts the consumer after most failures, but
+ * not when no broker answered at all (KafkaJSGroupCoordinatorNotFound while the only
+ * broker restarts): then rejoin, 2 s later. Either way an outage (crashes because no
+ * broker could be reached, with no join in between) that has lasted KAFKA_UNREACHABLE_MS
+ * stops the consumer with exit 1, as does any other crash KafkaJS does not restart from.
+ */
+function afterCrash(
+  consumer: Consumer,
+  consume: () => Promise<void>,
+  stopping: () => boolean,
+  stop: (reason: string, exitCode: number) => Promise<void>,
+) {
+  let awaySince: number | undefined;
+  consumer.on(consumer.events.GROUP_JOIN, () => {
+    awaySince = undefined;
+  });
+  const rejoin = async () => {
+    if (stopping()) return;
+    await consumer.connect().catch(() => {}); // run() crashes again if it still cannot
+    if (!stopping()) await consume();
+  };
+  return ({ payload }: { payload: { error: Error; restart: boolean } }) => {
+    if (stopping()) return;
+    const { message } = payload.error;
+    if (!brokerAway(payload.error)) {
+      if (!payload.restart) void stop(`Kafka consumer crashed: ${message}`, 1);
+      return;
+    }
+    awaySince ??= performance.now();
+    const awayMs = performance.now() - awaySince;
+    if (awayMs >= settings.KAFKA_UNREACHABLE_MS) {
+      const seconds = Math.round(awayMs / 1_000);
+      void stop(
+        `Kafka is unreachable at ${settings.KAFKA_BROKERS} for ${seconds} s: ${message}`,
+        1,
+      );
+    } else if (!payload.restart) {
+      setTimeout(rejoin, 2_000);
+    }
+  };
+}
+
+/** Whether an error, or one it was caused by, says that no broker could be reached. */
+export function brokerAway(error: unknown): boolean {
+  type Cause = { name?: string; message?: string; cause?: Cause } | undefined;
+  for (let e = error as Cause, depth = 0; e && depth < 5; e = e.cause, depth++) {
+    const away = /GroupCoordinatorNotFound|NoBrokerAvailable|BrokerNotFound|Connection/;
+    if (away.test(e.name ?? "") || /ECONNREFUSED|ECONNRESET|ETIMEDOUT/.test(e.message ?? "")) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // ==== Instrumentation and plumbing: a reader may skip from here on ====

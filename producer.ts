@@ -3,9 +3,7 @@
  *
  * Each event is JSON: a unique id, an email, a username, a timestamp and padding up to
  * PAYLOAD_BYTES. The topic is created if missing; batches go out concurrently; the exit
- * code is 0 only when the broker acknowledged every event (acks from all replicas), and
- * each event is stored once: the producer is idempotent, so a retried batch is not
- * written twice.
+ * code is 0 only when the broker acknowledged every event (acks from all replicas).
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run producer.ts
@@ -13,7 +11,7 @@
  *   node: npm i kafkajs && npm pkg set type=module && node producer.ts        (Node 22.18+)
  */
 import { randomBytes } from "node:crypto";
-import { type Admin, Kafka, type LogEntry, logLevel, type Message, Partitioners } from "kafkajs";
+import { type Admin, Kafka, logLevel, type Message, Partitioners } from "kafkajs";
 
 const settings = readSettings(
   {
@@ -36,14 +34,9 @@ async function main() {
   const { KAFKA_TOPIC: topic, MESSAGES: total } = settings;
   hideTimeoutNegativeWarning();
   const brokers = settings.KAFKA_BROKERS.split(",");
-  const kafka = new Kafka({ brokers, logCreator: quietTransientErrors, connectionTimeout: 3_000 });
-  // Idempotent: when an answer is lost (a busy broker, a timeout), KafkaJS sends the batch
-  // again, and the broker must not store it twice. The default partitioner, named so
-  // KafkaJS does not warn that its default changed in 2.0.
-  const producer = kafka.producer({
-    createPartitioner: Partitioners.DefaultPartitioner,
-    idempotent: true,
-  });
+  const kafka = new Kafka({ brokers, logLevel: logLevel.WARN, connectionTimeout: 3_000 });
+  // The default partitioner, named so KafkaJS does not warn that its default changed in 2.0.
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
   const admin = kafka.admin();
 
   // 1. Connect, and create the topic unless it exists.
@@ -89,7 +82,13 @@ async function ensureTopic(admin: Admin, topic: string, numPartitions: number, t
   try {
     // Asked first: creating a topic that exists makes KafkaJS log an ERROR line.
     if ((await admin.listTopics()).includes(topic)) return false;
-    return await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
+    const topics = [{ topic, numPartitions }];
+    const created = await admin.createTopics({ topics, waitForLeaders: true });
+    // A new partition's leader can refuse writes for a moment after the metadata names it,
+    // and KafkaJS sends a refused request again whole: the partitions it had written would
+    // get those events twice. Wait until every leader answers (KafkaJS retries this read).
+    await admin.fetchTopicOffsets(topic);
+    return created;
   } catch (error) {
     // A broker that has just started may refuse for a moment: retry what Kafka calls retriable.
     const { retriable, message } = error as { retriable?: boolean; message: string };
@@ -144,20 +143,6 @@ export function hideTimeoutNegativeWarning() {
     process.off("warning", print);
     process.on("warning", (warning) => warning.name === "TimeoutNegativeWarning" || print(warning));
   }
-}
-
-/**
- * KafkaJS's warnings and errors, minus the states a fresh broker or a leader election
- * passes through, which KafkaJS retries by itself: a normal start, not a fault.
- */
-export function quietTransientErrors() {
-  const transient = /coordinator is (not available|loading)|not the correct coordinator|leader/i;
-  return ({ level, label, namespace, log }: LogEntry) => {
-    if (level > logLevel.WARN || transient.test(log.error ?? "")) return;
-    console.error(
-      JSON.stringify({ level: label, ...log, message: `[${namespace}] ${log.message}` }),
-    );
-  };
 }
 
 function fail(message: string): never {

@@ -113,6 +113,43 @@ describe("consumer-solved.ts under faults", () => {
     }
   });
 
+  it("deno: Kafka away for longer than KAFKA_UNREACHABLE_MS: exit 1 naming the address; a restart delivers the rest", async () => {
+    // Its own broker, stopped and kept away until the consumer gives up.
+    let broker = await startJvmBroker();
+    try {
+      const api = await mockApi({});
+      const backlog = await produce(broker.brokers, uniqueName("outage"), { messages: 1_200 });
+      const env = consumerEnv(broker.brokers, backlog.topic, `${backlog.topic}-solved`, {
+        API_URL: api.usersUrl,
+        CONCURRENCY: "10",
+        HIGH_WATERMARK: "100",
+        LOW_WATERMARK: "50",
+        KAFKA_UNREACHABLE_MS: "5000",
+      });
+      const first = solved("deno", env);
+      await first.waitForStatus((s) => s.processed >= 200);
+      await stopJvmBroker(broker, { keepData: true });
+      const gaveUp = await within(first.done, 120_000, "giving up on the broker");
+      expectExit(gaveUp, 1);
+      const said = new RegExp(`^Kafka is unreachable at ${broker.brokers} for \\d+ s: `);
+      expect(gaveUp.summary?.exitReason).toMatch(said);
+      expect(gaveUp.stderr).not.toMatch(/^\s+at /m); // no bare stack trace
+      const answeredBefore = (await api.succeeded()).length;
+      expect(answeredBefore).toBeLessThan(backlog.messages); // it gave up partway
+
+      broker = await startJvmBroker({ dir: broker.dir });
+      const second = await runSolved("deno", { ...env, KAFKA_BROKERS: broker.brokers });
+      expectExit(second, 0);
+      const counts = await expectAnsweredAtLeastOnce(api, backlog.ids); // nothing lost
+      console.log(
+        `[outage] gave up after ${(gaveUp.durationMs / 1_000).toFixed(1)} s: ${gaveUp.summary?.exitReason}; ${answeredBefore} answered before, ${answeredTwice(counts).length} answered twice after the restart`,
+      );
+      record("broker away past the limit", "deno", backlog, gaveUp, "exit 1");
+    } finally {
+      await stopJvmBroker(broker);
+    }
+  });
+
   it("deno: failing and hanging calls are retried, then dead-lettered with where they came from", async () => {
     const maxRetries = 1;
     const api = await mockApi({ ERROR_RATE: "0.1", HANG_RATE: "0.06", HANG_MS: "2000" });

@@ -13,11 +13,8 @@ const scripts = ["producer.ts", "mock-api.ts", ...consumers];
 /** The blocks every listed script carries on purpose, by the names they declare. */
 const sharedBlocks: [names: string[], carriers: string[]][] = [
   [["Setting", "text", "number", "flag", "readSettings", "runtimeName"], scripts],
-  [["watchMemory", "connectFailure"], consumers],
-  [
-    ["hideTimeoutNegativeWarning", "quietTransientErrors"],
-    ["producer.ts", ...consumers],
-  ],
+  [["watchMemory", "connectFailure", "quietTransientErrors"], consumers],
+  [["hideTimeoutNegativeWarning"], ["producer.ts", ...consumers]],
 ];
 
 const source = (script: string) => readFileSync(join(projectRoot, script), "utf8");

@@ -3,7 +3,7 @@
 // of order, revokes with done work waiting; the work queue's lanes across a revoke,
 // null keys, a raised limit, and a message bigger than the byte cap.
 import { describe, expect, it } from "vitest";
-import { OffsetTracker, Watermarks, WorkQueue } from "../../consumer-solved.ts";
+import { brokerAway, OffsetTracker, Watermarks, WorkQueue } from "../../consumer-solved.ts";
 
 describe("OffsetTracker, edges", () => {
   it("tracks and completes correctly across the compaction of its list", () => {
@@ -207,5 +207,40 @@ describe("WorkQueue, edges", () => {
     expect(q.queue.bytes).toBe(0);
     expect(marks.update(load())).toBe("resume");
     expect(marks.hasRoom(load(), 10)).toBe(true);
+  });
+});
+
+describe("brokerAway tells an outage from other crashes", () => {
+  it("finds a broker outage in the error or its causes, as KafkaJS wraps them", () => {
+    const refused = {
+      name: "KafkaJSConnectionError",
+      message: "connect ECONNREFUSED 127.0.0.1:9092",
+    };
+    const coordinator = {
+      name: "KafkaJSGroupCoordinatorNotFound",
+      message: "Failed to find group coordinator",
+    };
+    expect(brokerAway(coordinator)).toBe(true);
+    expect(
+      brokerAway({ name: "KafkaJSNoBrokerAvailableError", message: "No broker available" }),
+    ).toBe(true);
+    const retries = {
+      name: "KafkaJSNumberOfRetriesExceeded",
+      message: "retries exceeded",
+      cause: refused,
+    };
+    expect(brokerAway(retries)).toBe(true);
+    expect(brokerAway(new Error("read ECONNRESET"))).toBe(true);
+  });
+
+  it("does not take a refusal, a bug or a protocol error for an outage", () => {
+    const denied = {
+      name: "KafkaJSProtocolError",
+      type: "GROUP_AUTHORIZATION_FAILED",
+      message: "Not authorized to access group",
+    };
+    expect(brokerAway(denied)).toBe(false);
+    expect(brokerAway(new TypeError("cannot read properties of undefined"))).toBe(false);
+    expect(brokerAway(undefined)).toBe(false);
   });
 });
