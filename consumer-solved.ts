@@ -1410,14 +1410,18 @@ function summaryOf(parts: Parts, memory: MemoryFigures, exitReason: string, exit
 function serveMetrics(parts: Parts) {
   const { consumer } = parts;
   const group = { joined: false, crashed: "" };
-  consumer.on(consumer.events.GROUP_JOIN, () => (group.joined = true));
+  // Each batch says where the partition ends (its high watermark) and where it started.
+  const ends = new Map<number, PartitionEnd>();
+  consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+    group.joined = true;
+    const owned = new Set(payload.memberAssignment[topic] ?? []);
+    for (const partition of ends.keys()) if (!owned.has(partition)) ends.delete(partition); // stale
+  });
   consumer.on(consumer.events.REBALANCING, () => (group.joined = false));
   consumer.on(consumer.events.CRASH, ({ payload }) => {
     group.joined = false;
     if (!payload.restart) group.crashed = payload.error.message; // KafkaJS gave up
   });
-  // Each batch says where the partition ends (its high watermark) and where it started.
-  const ends = new Map<number, PartitionEnd>();
   consumer.on(consumer.events.START_BATCH_PROCESS, ({ payload }) => {
     if (payload.topic !== topic) return;
     const [highWatermark, firstOffset] = [
