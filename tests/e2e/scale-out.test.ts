@@ -1,8 +1,10 @@
 // Scaling out as the KEDA ScaledObject in deploy/ would: more members of one consumer
 // group, each in its own 256 MB pod (a memory cgroup), sharing a 12-partition backlog.
-// One member per runtime (Bun, Deno, Node), joining one after another, so the group
-// rebalances as it grows. Each is scraped every 250 ms. It must show: every id answered
+// One member per runtime (Bun, Deno, Node), each joining once the one before is in the
+// group, so the group rebalances as it grows, while the backlog is still there (an API
+// at 50 ms, 20 calls at once each: one member alone would take 15 s). Each is scraped every 250 ms. It must show: every id answered
 // 201 exactly once and the commits at the end (the API's and the broker's word); each
+// member did a share, and their processed counters add up to the API's evidence; each
 // member under its bound (the kernel's charged peak, no OOM kill); the partitions split
 // between them; and the sum of their lag metrics, above 0 while the backlog waits,
 // falling to 0.
@@ -11,13 +13,14 @@ import { type Cgroup, type CgroupStats, createCgroup, listCgroups } from "../../
 import { freePort } from "../../scripts/kafka-jvm.ts";
 import { type Runtime, runtimes } from "../../scripts/runtimes.ts";
 import { requireCgroupSupport } from "../support/cgroups.ts";
-import { type RunningScript, type RunResult, startScript } from "../support/child.ts";
+import { type RunningScript, type RunResult, startScript, until } from "../support/child.ts";
 import { expectExactlyOnce } from "../support/evidence.ts";
 import { recordFigure } from "../support/figures.ts";
 import { committedToEnd, endOffsets, uniqueName } from "../support/kafka.ts";
 import {
   byPartition,
   type Family,
+  httpGet,
   parseExpositions,
   sampleValue,
   scrapeEvery,
@@ -28,7 +31,7 @@ import { consumerEnv, produce, startMockApi } from "../support/services.ts";
 const brokers = inject("kafkaBrokers");
 const limitMb = 256;
 const partitions = 12;
-const messages = 9_000;
+const messages = 6_000;
 const support = await requireCgroupSupport("scale-out.test");
 const skip = !support.ok || skipWithoutPrometheusTools("scale-out.test");
 const metric = (name: string) => `consumer_solved_${name}`;
@@ -38,15 +41,6 @@ interface Member {
   cgroup: Cgroup;
   consumer: RunningScript;
   scraper: ReturnType<typeof scrapeEvery>;
-}
-
-/** Polls `check` every 250 ms until it is true, or fails saying what. */
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 const sum = (values: Iterable<number>) => [...values].reduce((a, b) => a + b, 0);
@@ -62,7 +56,7 @@ describe.skipIf(skip)(`three members in one group, each in a ${limitMb} MB pod`,
     const topic = uniqueName("scale-out");
     const [, api] = await Promise.all([
       produce(brokers, topic, { messages, payloadBytes: 1_024, partitions }),
-      startMockApi({ LATENCY_MS: "20", JITTER_MS: "5" }),
+      startMockApi({ LATENCY_MS: "50", JITTER_MS: "5" }),
     ]);
     const groupId = `${topic}-group`;
     const members: Member[] = [];
@@ -73,35 +67,45 @@ describe.skipIf(skip)(`three members in one group, each in a ${limitMb} MB pod`,
         const consumer = startScript(runtime, "consumer-solved.ts", {
           env: consumerEnv(brokers, topic, groupId, {
             API_URL: api.usersUrl,
-            CONCURRENCY: "50",
+            // At most 400 messages a second each: one member alone would take 15 s.
+            CONCURRENCY: "20",
             METRICS_PORT: String(port),
           }),
           wrap: cgroup.wrap,
         });
         const scraper = scrapeEvery(`http://127.0.0.1:${port}/metrics`, 250);
         members.push({ runtime, cgroup, consumer, scraper });
-        // The next member joins once this one has a share of the backlog in hand.
-        await until(async () => (await api.stats()).succeeded > 0, `${runtime} consuming`);
+        // The next member joins once this one is in the group (ready), as KEDA adds one.
+        await until(
+          async () =>
+            (await httpGet(`http://127.0.0.1:${port}/readyz`)).status === 200 || undefined,
+          `${runtime} ready`,
+        );
       }
 
       // Caught up: the API answered every id, the broker holds the commits at the end,
       // and every member's own scrape says its lag is 0 and its commits are the ends.
       const ends = await endOffsets(brokers, topic);
       const caughtUp = committedToEnd(brokers, groupId, topic);
-      await until(async () => {
-        if ((await api.stats()).distinctSucceeded < messages) return false;
-        if (!(await caughtUp.met())) return false;
-        const texts = await Promise.all(members.map(({ scraper }) => scraper.now()));
-        if (texts.some((text) => text === undefined)) return false;
-        const parsed = await parseExpositions(texts as string[]);
-        return parsed.every((families) => {
-          const committed = byPartition(families, metric("partition_committed_offset"));
-          const lag = byPartition(families, metric("partition_lag"));
-          return [...lag].every(
-            ([p, value]) => value === 0 && committed.get(p) === Number(ends[p]),
-          );
-        });
-      }, "every member caught up");
+      await until(
+        async () => {
+          if ((await api.stats()).distinctSucceeded < messages) return undefined;
+          if (!(await caughtUp.met())) return undefined;
+          const texts = await Promise.all(members.map(({ scraper }) => scraper.now()));
+          if (texts.some((text) => text === undefined)) return undefined;
+          const parsed = await parseExpositions(texts as string[]);
+          const done = parsed.every((families) => {
+            const committed = byPartition(families, metric("partition_committed_offset"));
+            const lag = byPartition(families, metric("partition_lag"));
+            return [...lag].every(
+              ([p, value]) => value === 0 && committed.get(p) === Number(ends[p]),
+            );
+          });
+          return done || undefined;
+        },
+        "every member caught up",
+        { timeoutMs: 120_000, everyMs: 250 },
+      );
       await caughtUp.close?.();
       for (const { consumer } of members) consumer.child.kill("SIGTERM");
       const results: RunResult[] = await Promise.all(members.map(({ consumer }) => consumer.done));
@@ -145,6 +149,19 @@ describe.skipIf(skip)(`three members in one group, each in a ${limitMb} MB pod`,
         owned.every((count) => count > 0),
         `shares ${owned.join(", ")}`,
       ).toBe(true);
+      // Each did a share; together every message at least once, and each count beyond
+      // the first is a call the API saw again for an id it already had (a redelivery
+      // after a rebalance, answered from its idempotency key).
+      const processed = finals.map(
+        (last) => sampleValue(last, metric("messages_processed_total")) ?? 0,
+      );
+      expect(
+        processed.every((count) => count > 0),
+        `processed ${processed.join(", ")}`,
+      ).toBe(true);
+      const apiStats = await api.stats();
+      expect(sum(processed)).toBeGreaterThanOrEqual(messages);
+      expect(sum(processed) - apiStats.distinctSucceeded).toBeLessThanOrEqual(apiStats.duplicates);
       // The summed lag: above 0 while the backlog waited, 0 at the end.
       const lagOf = (families: Family[]) =>
         sum(byPartition(families, metric("partition_lag")).values());
