@@ -16,7 +16,7 @@ import { requireCgroupSupport } from "../support/cgroups.ts";
 import { type RunningScript, type RunResult, startScript, until } from "../support/child.ts";
 import { expectExactlyOnce } from "../support/evidence.ts";
 import { recordFigure } from "../support/figures.ts";
-import { committedToEnd, endOffsets, uniqueName } from "../support/kafka.ts";
+import { committedToEnd, endOffsets, uniqueName, withAdmin } from "../support/kafka.ts";
 import {
   byPartition,
   type Family,
@@ -45,7 +45,7 @@ interface Member {
 
 const sum = (values: Iterable<number>) => [...values].reduce((a, b) => a + b, 0);
 
-describe.skipIf(skip)(`three members in one group, each in a ${limitMb} MB pod`, () => {
+describe.skipIf(skip)("scaling out: more members of one consumer group", () => {
   afterAll(async () => {
     // Nothing of this run left behind, passed or failed.
     const ours = (await listCgroups()).filter((path) => path.includes(`/kbp-${process.pid}-`));
@@ -178,6 +178,54 @@ describe.skipIf(skip)(`three members in one group, each in a ${limitMb} MB pod`,
       await Promise.all(members.map(({ scraper }) => scraper.stop()));
       await Promise.all(members.map(({ consumer }) => consumer.done.catch(() => undefined)));
       await Promise.all(members.map(({ cgroup }) => cgroup.remove()));
+      await api.stop();
+    }
+  });
+
+  it("past the partition count, a member owns nothing and is still ready: idle, not broken", async () => {
+    const topic = uniqueName("scale-idle");
+    const [, api] = await Promise.all([
+      produce(brokers, topic, { messages: 100, payloadBytes: 1_024, partitions: 1 }),
+      startMockApi({ LATENCY_MS: "20", JITTER_MS: "0" }),
+    ]);
+    const groupId = `${topic}-group`;
+    const started: RunningScript[] = [];
+    try {
+      const readyz: string[] = [];
+      for (const runtime of ["bun", "node"] as const) {
+        const port = await freePort();
+        readyz.push(`http://127.0.0.1:${port}/readyz`);
+        started.push(
+          startScript(runtime, "consumer-solved.ts", {
+            env: consumerEnv(brokers, topic, groupId, {
+              API_URL: api.usersUrl,
+              METRICS_PORT: String(port),
+            }),
+          }),
+        );
+      }
+      // The broker's word: one group, stable, with both as members.
+      const group = await until(async () => {
+        const [found] = (await withAdmin(brokers, (admin) => admin.describeGroups([groupId])))
+          .groups;
+        return found?.state === "Stable" && found.members.length === 2 ? found : undefined;
+      }, "a stable group of two");
+      expect(group.members).toHaveLength(2);
+      const answers = await until(async () => {
+        const all = await Promise.all(readyz.map((url) => httpGet(url)));
+        return all.every((answer) => answer.status === 200) ? all : undefined;
+      }, "both ready");
+      expect(answers.map((answer) => answer.body.trim()).sort()).toEqual([
+        "ready: idle, no partition to own",
+        "ready: partitions 0",
+      ]);
+      for (const consumer of started) consumer.child.kill("SIGTERM");
+      for (const consumer of started) expect((await consumer.done).code).toBe(0);
+    } finally {
+      for (const consumer of started) {
+        if (consumer.child.exitCode === null) consumer.child.kill("SIGKILL");
+      }
+      await Promise.all(started.map((consumer) => consumer.done.catch(() => undefined)));
       await api.stop();
     }
   });
