@@ -170,6 +170,34 @@ describe.skipIf(skip).each(runtimes)("consumer-solved.ts as a service, on %s", (
 
     // At the end: the counter is the API's count, the lag 0, the commits the broker's.
     const last = parsed.at(-1) as Family[];
+    // As Prometheus reads them: every family documented, every _total a counter, and
+    // the counters and gauges an operator looks for there, by their full names.
+    for (const family of last) {
+      expect(family.help, family.name).not.toBe("");
+      const totals = family.samples.some((sample) => sample.name.endsWith("_total"));
+      expect(family.type, family.name).toBe(totals ? "counter" : "gauge");
+    }
+    const names = last.flatMap((family) => family.samples.map((sample) => sample.name));
+    for (const name of [
+      "messages_processed_total",
+      "messages_dead_lettered_total",
+      "retries_total",
+      "throttled_total",
+      "messages_skipped_total",
+      "messages_redelivered_total",
+      "queued_messages",
+      "calls_in_flight",
+      "held_bytes",
+      "uncommitted_messages",
+      "concurrency_limit",
+      "paused",
+      "memory_pressure",
+      "resident_memory_bytes",
+      "partition_lag",
+      "partition_committed_offset",
+    ]) {
+      expect(names, name).toContain(metric(name));
+    }
     const apiStats = await fastApi.stats();
     expect(apiStats.distinctSucceeded).toBe(work.messages);
     expect(sampleValue(last, metric("messages_processed_total"))).toBe(apiStats.succeeded);
@@ -310,6 +338,21 @@ describe.skipIf(skip).each(runtimes)("consumer-solved.ts as a service, on %s", (
       // Still paused and full while it was probed: the probes were measured under load.
       const after = (await httpGet(`${base}/metrics`)).body;
       expect(quick(after, metric("paused")).get("")).toBe(1);
+      // The lag is what is not taken yet: the calls the API holds (its word) were taken
+      // from the partitions fetched so far, so their summed lag is below what the broker
+      // says the group has not committed there.
+      const [ends, committed, apiStats] = await Promise.all([
+        endOffsets(brokers, work.topic),
+        committedOffsets(brokers, groupId, work.topic),
+        slowApi.stats(),
+      ]);
+      const lags = quick(after, metric("partition_lag"));
+      const uncommitted = [...lags.keys()].reduce(
+        (sum, p) => sum + Number(ends[Number(p)]) - Math.max(0, Number(committed[Number(p)])),
+        0,
+      );
+      const lag = [...lags.values()].reduce((a, b) => a + b, 0);
+      expect(lag).toBeLessThanOrEqual(uncommitted - apiStats.inFlight);
 
       consumer.child.kill("SIGTERM");
       const stopping = await until(async () => {
