@@ -7,14 +7,17 @@
  * LOW_WATERMARK; an offset is committed only once every message before it is done, so a
  * crash loses nothing. Failed calls are retried, then dead-lettered. Start mock-api.ts,
  * fill the topic with producer.ts, then run this; SIGINT/SIGTERM finish, commit, exit 0.
+ * In a pod, METRICS_PORT serves /metrics (Prometheus), /healthz and /readyz (probes).
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-solved.ts
- *   deno: deno add npm:kafkajs && deno run --allow-net --allow-sys=systemMemoryInfo --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,SESSION_TIMEOUT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,KAFKA_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
+ *   deno: deno add npm:kafkajs && deno run --allow-net --allow-sys=systemMemoryInfo --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,SESSION_TIMEOUT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,KAFKA_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,METRICS_PORT,METRICS_HOST,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
  *   node: npm i kafkajs && npm pkg set type=module && node consumer-solved.ts        (Node 22.18 or later)
  */
 
 import { Buffer } from "node:buffer";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { totalmem } from "node:os";
 import v8 from "node:v8";
 import vm from "node:vm";
@@ -55,6 +58,8 @@ const settings = readSettings(
     MEMORY_LIMIT_MB: number(containerLimitMb() ?? 256, "exit 3 past this RSS (0: off)", 0, 1e6),
     STATUS_INTERVAL_MS: number(500, "how often to print the status line", 50, 36e5),
     STATUS_FORMAT: text("text", "status lines as text or json", /^(text|json)$/, "text or json"),
+    METRICS_PORT: number(0, "serve /metrics, /healthz, /readyz on this port (0: off)", 0, 65_535),
+    METRICS_HOST: text("127.0.0.1", "address they listen on (0.0.0.0: in a pod)"),
   },
   "0 done or stopped, 1 Kafka failed or a bug, 2 bad setting, 3 memory limit exceeded, 4 API unreachable",
 );
@@ -228,9 +233,11 @@ async function main() {
     report.exit(reason, exitCode);
   }
 
-  // The status line, the memory ceiling (exit 3) and the API watchdog (exit 4).
-  const parts = { stats, queue, tracker, limit, watermarks, guard, api };
-  const report = startReporting({ ...parts, assigned: () => assigned }, stop);
+  // The status line, the memory ceiling (exit 3), the API watchdog (exit 4), and with
+  // METRICS_PORT set, /metrics for Prometheus and /healthz, /readyz for Kubernetes.
+  const parts = { stats, queue, tracker, limit, watermarks, guard, api, consumer };
+  const now = { assigned: () => assigned, stopping: () => stopping };
+  const report = startReporting({ ...parts, ...now }, stop);
   await consume();
   function consume() {
     return consumer.run({ autoCommit: false, eachBatchAutoResolve: false, eachBatch: admitBatch });
@@ -549,6 +556,14 @@ export class OffsetTracker {
 
   committed(partition: number): number | undefined {
     return this.#partitions.get(partition)?.committed;
+  }
+
+  /** The highest offset taken: KafkaJS's high watermark minus it, minus 1, is the lag. */
+  lastTaken(partition: number): number | undefined {
+    const state = this.#partitions.get(partition);
+    if (!state) return undefined;
+    if (state.head < state.taken.length) return state.taken.at(-1);
+    return state.position === undefined ? undefined : state.position - 1; // all taken are done
   }
 
   committedOffsets(): Map<number, number> {
@@ -1314,7 +1329,9 @@ interface Parts {
   limit: AdaptiveLimit;
   watermarks: Watermarks;
   guard: MemoryGuard;
+  consumer: Consumer;
   assigned: () => Set<number>;
+  stopping: () => boolean;
 }
 type MemoryFigures = ReturnType<typeof watchMemory>["figures"];
 
@@ -1384,6 +1401,7 @@ function startReporting(
     );
     queueMicrotask(() => exit("memory limit exceeded", EXIT_MEMORY_LIMIT));
   });
+  if (settings.METRICS_PORT > 0) serveMetrics(parts);
   setInterval(() => {
     printStatus(statusOf(parts, memory.figures));
     const silence = parts.api.unreachableFor();
@@ -1447,6 +1465,166 @@ function summaryOf(parts: Parts, memory: MemoryFigures, exitReason: string, exit
     exitReason,
     exitCode,
   };
+}
+
+// ---- /metrics, /healthz and /readyz, with METRICS_PORT set ----
+
+/**
+ * Serves Prometheus's text format and the two probes on node:http (Bun, Deno and Node
+ * all have it). Every figure is read when scraped from what main() keeps anyway, so a
+ * scrape costs one pass over a few counters and the assigned partitions.
+ */
+function serveMetrics(parts: Parts) {
+  const { consumer } = parts;
+  const group = { joined: false, crashed: "" };
+  // Each batch says where the partition ends (its high watermark) and where it started.
+  const ends = new Map<number, PartitionEnd>();
+  consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+    [group.joined, group.crashed] = [true, ""]; // rejoined after an outage: alive again
+    const owned = new Set(payload.memberAssignment[topic] ?? []);
+    for (const partition of ends.keys()) if (!owned.has(partition)) ends.delete(partition); // stale
+  });
+  consumer.on(consumer.events.REBALANCING, () => (group.joined = false));
+  consumer.on(consumer.events.CRASH, ({ payload }) => {
+    group.joined = false;
+    if (!payload.restart) group.crashed = payload.error.message; // until a rejoin, if any
+  });
+  consumer.on(consumer.events.START_BATCH_PROCESS, ({ payload }) => {
+    if (payload.topic !== topic) return;
+    const [highWatermark, firstOffset] = [
+      Number(payload.highWatermark),
+      Number(payload.firstOffset),
+    ];
+    ends.set(payload.partition, { highWatermark, firstOffset });
+  });
+  const probes: Record<string, () => [number, string]> = {
+    "/metrics": () => [200, exposition(parts, ends)],
+    "/healthz": () => (group.crashed ? [503, `crashed: ${group.crashed}`] : [200, "alive"]),
+    "/readyz": () => {
+      if (parts.stopping()) return [503, "not ready: stopping"];
+      if (!group.joined) return [503, "not ready: joining the group"];
+      const owned = [...parts.assigned()].sort((a, b) => a - b);
+      return [
+        200,
+        `ready: ${owned.length ? `partitions ${owned.join(",")}` : "idle, no partition to own"}`,
+      ];
+    },
+  };
+  const server = createServer((request, response) => {
+    const path = request.url?.split("?")[0] ?? "";
+    const probe = request.method === "GET" || request.method === "HEAD" ? probes[path] : undefined;
+    const [status, body] = probe ? probe() : [404, "not found: /metrics, /healthz or /readyz"];
+    const type = path === "/metrics" ? "text/plain; version=0.0.4" : "text/plain";
+    response.writeHead(status, { "content-type": `${type}; charset=utf-8` });
+    response.end(request.method === "HEAD" ? undefined : `${body}\n`);
+  });
+  const { METRICS_HOST: host, METRICS_PORT: port } = settings;
+  server.on("error", (error) => {
+    console.error(`Could not serve metrics on ${host}:${port}: ${error.message}`);
+    process.exit(2); // METRICS_PORT or METRICS_HOST is wrong for this machine
+  });
+  server.listen(port, host, () => console.log(`metrics on http://${host}:${port}/metrics`));
+}
+
+type PartitionEnd = { highWatermark: number; firstOffset: number };
+
+/**
+ * The text format, version 0.0.4: HELP and TYPE, then the samples. A name ending in
+ * _total is a counter, any other a gauge; sizes are in bytes; a figure not known here
+ * (no cgroup, a partition with no batch yet) is left out rather than made up.
+ */
+function exposition(parts: Parts, ends: Map<number, PartitionEnd>): string {
+  const { stats: s, queue, tracker, watermarks, guard } = parts;
+  const owned = [...parts.assigned()].sort((a, b) => a - b);
+  const lastTaken = (p: number) => tracker.lastTaken(p) ?? (ends.get(p)?.firstOffset ?? 0) - 1;
+  const lag = (p: number) => Math.max(0, (ends.get(p)?.highWatermark ?? 0) - lastTaken(p) - 1);
+  const metrics: [string, string, number | boolean | undefined][] = [
+    ["messages_processed_total", "Messages the API accepted.", s.processed],
+    ["messages_dead_lettered_total", "Messages written to the dead-letter topic.", s.deadLettered],
+    ["messages_malformed_total", "Of those, messages that were not a valid event.", s.malformed],
+    ["retries_total", "Failed calls (5xx, 408, timeouts) tried again.", s.retries],
+    ["throttled_total", "Calls answered 429 or 503: the concurrency limit was cut.", s.throttled],
+    ["messages_skipped_total", "Messages done by a previous owner (commit metadata).", s.skipped],
+    ["messages_redelivered_total", "Messages fetched again while still held.", s.redelivered],
+    ["messages_dropped_on_revoke_total", "Queued messages of lost partitions.", s.droppedOnRevoke],
+    ["pauses_total", "Times fetching paused at a watermark.", s.pauses],
+    ["commit_errors_total", "Commits the broker refused or did not answer.", s.commitErrors],
+    ["memory_collections_total", "Full collections the memory guard asked for.", guard.collections],
+    ["queued_messages", "Messages waiting for a call slot, retries included.", queue.queued],
+    ["calls_in_flight", "API calls running now.", queue.inFlight],
+    ["held_bytes", "Bytes of the messages held, queued or in flight.", queue.bytes],
+    ["uncommitted_messages", "Messages taken and not yet committable.", tracker.uncommitted],
+    ["concurrency_limit", "Calls allowed at once now (cut on 429/503).", parts.limit.current],
+    ["paused", "1 while fetching from Kafka is paused.", watermarks.paused],
+    ["memory_pressure", "1 while memory is past 70% of the budget.", guard.pressure],
+    ["memory_budget_bytes", "MEMORY_LIMIT_MB, in bytes.", settings.MEMORY_LIMIT_MB * 2 ** 20],
+    ["resident_memory_bytes", "Resident set size (RSS).", process.memoryUsage.rss()],
+    ["cgroup_memory_bytes", "Memory charged to the cgroup (a pod's limit).", cgroupMemoryBytes()],
+    ["assigned_partitions", "Partitions of the topic this member owns.", owned.length],
+  ];
+  const partitions: [string, string, (p: number) => number | undefined][] = [
+    [
+      "high_watermark",
+      "The end offset, as of the last batch fetched.",
+      (p) => ends.get(p)?.highWatermark,
+    ],
+    [
+      "lag",
+      "Messages not taken yet: high watermark - (last taken + 1).",
+      (p) => (ends.has(p) ? lag(p) : undefined),
+    ],
+    [
+      "committed_offset",
+      "The offset committed, as the broker confirmed.",
+      (p) => tracker.committed(p),
+    ],
+  ];
+  const family = (name: string, help: string, samples: string[]) => {
+    const type = name.endsWith("_total") ? "counter" : "gauge";
+    return [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...samples].join("\n");
+  };
+  const labels = (p: number) => `{topic="${topic}",partition="${p}"}`; // [a-zA-Z0-9._-] only
+  return [
+    ...metrics.map(([name, help, value]) => {
+      const samples = value === undefined ? [] : [`consumer_solved_${name} ${Number(value)}`];
+      return family(`consumer_solved_${name}`, help, samples);
+    }),
+    ...partitions.map(([name, help, value]) => {
+      const known = owned.filter((p) => value(p) !== undefined);
+      const samples = known.map((p) => `consumer_solved_partition_${name}${labels(p)} ${value(p)}`);
+      return family(`consumer_solved_partition_${name}`, help, samples);
+    }),
+  ].join("\n");
+}
+
+/**
+ * Bytes the kernel charges to this process's memory cgroup, what a pod's limit counts
+ * (cgroup v2 memory.current, v1 memory.usage_in_bytes); undefined outside one, or where
+ * reading is not allowed. Deno lets a program read /proc and /sys only with --allow-all,
+ * and would ask on a terminal without --allow-read: it is not tried there without it.
+ */
+function cgroupMemoryBytes(): number | undefined {
+  type Deno = { permissions: { querySync(p: { name: "read"; path: string }): { state: string } } };
+  const deno = (globalThis as { Deno?: Deno }).Deno;
+  const own = "/proc/self/cgroup";
+  if (deno && deno.permissions.querySync({ name: "read", path: own }).state !== "granted") return;
+  try {
+    const cgroups = readFileSync(own, "utf8"); // v1: "4:memory:/path"; v2: "0::/path"
+    const v1 = cgroups.match(/^\d+:(?:[^:\n]*,)?memory(?:,[^:\n]*)?:(.*)$/m)?.[1];
+    const v2 = cgroups.match(/^0::(.*)$/m)?.[1] ?? "/";
+    const [mount, file, path] =
+      v1 === undefined
+        ? ["/sys/fs/cgroup", "memory.current", v2]
+        : ["/sys/fs/cgroup/memory", "memory.usage_in_bytes", v1];
+    // A container often sees its own cgroup at the mount point, under another path.
+    for (const dir of [`${mount}${path}`, mount]) {
+      try {
+        const bytes = Number(readFileSync(`${dir}/${file}`, "utf8"));
+        if (Number.isFinite(bytes)) return bytes;
+      } catch {} // not there: the next place
+    }
+  } catch {} // no cgroup, not Linux, or not allowed
+  return undefined;
 }
 
 /** Bytes one fetch may bring: a quarter of the byte cap, at most KafkaJS's 10 MB. */

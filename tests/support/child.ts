@@ -241,3 +241,22 @@ function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.Proces
 export async function runScript(runtime: Runtime, script: string, options: StartOptions = {}) {
   return await startScript(runtime, script, options).done;
 }
+
+/**
+ * Polls `check` every `everyMs` until it returns something other than undefined (a
+ * rejection counts as not yet), and resolves with it; rejects after `timeoutMs`,
+ * saying what was awaited.
+ */
+export async function until<T>(
+  check: () => Promise<T | undefined>,
+  what: string,
+  { timeoutMs = 60_000, everyMs = 100 } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = await check().catch(() => undefined);
+    if (found !== undefined) return found;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
