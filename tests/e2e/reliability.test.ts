@@ -26,13 +26,13 @@ import {
 } from "../support/kafka.ts";
 import {
   committedCount,
+  eventually,
   expectAllCommitted,
   expectRedeliveryBounded,
   fastFailover,
   record,
   runToEnd,
   settledAnswers,
-  until,
 } from "../support/redelivery.ts";
 import { consumerEnv, produce } from "../support/services.ts";
 import { expectExit, statusesOf, stoppedAfterEach, within } from "../support/solved.ts";
@@ -152,13 +152,13 @@ describe("consumer-solved.ts stopped partway", () => {
       });
       const first = solved("node", env);
       // Every other event answered, then the commits settle (three equal readings).
-      await until(
+      await eventually(
         async () => succeeded.length === backlog.messages - held.length,
         60_000,
         "answers",
       );
       let readings: string[] = [];
-      await until(
+      await eventually(
         async () => {
           readings = [
             ...readings,
@@ -226,7 +226,7 @@ describe("consumer-solved.ts stopped partway", () => {
     try {
       // Both hold partitions once the survivor has processed some.
       await survivor.waitForStatus((s) => s.processed > 0);
-      await until(
+      await eventually(
         async () => (await api.stats()).distinctIds >= backlog.messages / 3,
         60_000,
         "a third of the backlog processed",
@@ -240,7 +240,7 @@ describe("consumer-solved.ts stopped partway", () => {
       // member's partitions move after the session timeout).
       const ends = JSON.stringify(await endOffsets(brokers, backlog.topic));
       let committed = "";
-      await until(
+      await eventually(
         async () => {
           committed = JSON.stringify(await committedOffsets(brokers, groupId, backlog.topic));
           return committed === ends;

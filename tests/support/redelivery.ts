@@ -50,7 +50,7 @@ export async function runToEnd(
 }
 
 /** Polls `check` until it holds, or fails after `ms` with what `explain` says. */
-export async function until(
+export async function eventually(
   check: () => Promise<boolean>,
   ms: number,
   what: string,
@@ -87,7 +87,7 @@ export async function expectAllCommitted(
 
 /** Waits until no call is open at the API, so what it has answered stops changing. */
 export async function settledAnswers(api: MockApi): Promise<string[]> {
-  await until(async () => (await api.stats()).inFlight === 0, 30_000, "the API settling");
+  await eventually(async () => (await api.stats()).inFlight === 0, 30_000, "the API settling");
   return await api.succeeded();
 }
 
