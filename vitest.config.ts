@@ -11,6 +11,7 @@ import { defineConfig } from "vitest/config";
 // (tests/global-setup.ts).
 const alone = ["tests/e2e/goodput.test.ts", "tests/e2e/backlog.test.ts"];
 const sideBySide = 3; // e2e files at once on this 2-core machine (unit shares the group)
+const casesAtOnce = 3; // within a file, cases marked concurrent
 
 export default defineConfig({
   test: {
@@ -36,6 +37,7 @@ export default defineConfig({
           exclude: alone,
           globalSetup: ["tests/global-setup.ts"],
           maxWorkers: sideBySide,
+          maxConcurrency: casesAtOnce,
           sequence: { groupOrder: 0 },
           testTimeout: 180_000,
           hookTimeout: 180_000,
