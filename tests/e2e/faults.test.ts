@@ -10,7 +10,6 @@ import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 import { describe, expect, inject, it } from "vitest";
 import { freePort, startJvmBroker, stopJvmBroker } from "../../scripts/kafka-jvm.ts";
-import type { Runtime } from "../../scripts/runtimes.ts";
 import {
   answeredTwice,
   expectAnsweredAtLeastOnce,
@@ -22,19 +21,15 @@ import {
   caughtUp,
   committedCount,
   expectAllCommitted,
+  faultCases,
   record,
-  runToEnd,
 } from "../support/redelivery.ts";
 import { type Backlog, consumerEnv, produce } from "../support/services.ts";
-import { expectExit, statusesOf, stoppedAfterEach, within } from "../support/solved.ts";
+import { expectExit, statusesOf, within } from "../support/solved.ts";
 
 const brokers = inject("kafkaBrokers");
 
-const { solved, mockApi: startApi } = stoppedAfterEach();
-const mockApi = (env: Record<string, string>) =>
-  startApi({ LATENCY_MS: "30", JITTER_MS: "20", ...env });
-const runSolved = (runtime: Runtime, env: Record<string, string>, timeoutMs?: number) =>
-  runToEnd(solved, runtime, env, timeoutMs);
+const { solved, mockApi, runSolved } = faultCases();
 
 describe("consumer-solved.ts under faults", () => {
   it("bun and node: the broker restarts partway; each consumer reconnects by itself and finishes", async () => {

@@ -10,7 +10,6 @@
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 import { describe, expect, inject, it } from "vitest";
-import type { Runtime } from "../../scripts/runtimes.ts";
 import {
   answeredTwice,
   belowCommitted,
@@ -30,20 +29,16 @@ import {
   expectAllCommitted,
   expectRedeliveryBounded,
   fastFailover,
+  faultCases,
   record,
-  runToEnd,
   settledAnswers,
 } from "../support/redelivery.ts";
 import { consumerEnv, produce } from "../support/services.ts";
-import { expectExit, statusesOf, stoppedAfterEach, within } from "../support/solved.ts";
+import { expectExit, statusesOf, within } from "../support/solved.ts";
 
 const brokers = inject("kafkaBrokers");
 
-const { solved, mockApi: startApi } = stoppedAfterEach();
-const mockApi = (env: Record<string, string>) =>
-  startApi({ LATENCY_MS: "30", JITTER_MS: "20", ...env });
-const runSolved = (runtime: Runtime, env: Record<string, string>, timeoutMs?: number) =>
-  runToEnd(solved, runtime, env, timeoutMs);
+const { solved, mockApi, runSolved } = faultCases();
 
 describe("consumer-solved.ts stopped partway", () => {
   it("node: SIGKILL partway; a restart delivers every id, with duplicates only from what had reached the API uncommitted", {

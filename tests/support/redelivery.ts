@@ -14,7 +14,7 @@ import {
   type StoredMessage,
 } from "./kafka.ts";
 import type { Backlog, MockApi } from "./services.ts";
-import { type SolvedRun, within } from "./solved.ts";
+import { type SolvedRun, stoppedAfterEach, within } from "./solved.ts";
 
 const brokers = inject("kafkaBrokers");
 
@@ -47,6 +47,22 @@ export async function runToEnd(
     timeoutMs,
     `consumer-solved.ts on ${runtime}`,
   );
+}
+
+/**
+ * What a file of these cases starts, stopped after each case (stoppedAfterEach): the
+ * solved consumer, the mock API at 30 ms (±20) unless told otherwise, and runSolved,
+ * which runs the consumer to the end (runToEnd).
+ */
+export function faultCases() {
+  const { solved, mockApi } = stoppedAfterEach();
+  return {
+    solved,
+    mockApi: (env: Record<string, string>) =>
+      mockApi({ LATENCY_MS: "30", JITTER_MS: "20", ...env }),
+    runSolved: (runtime: Runtime, env: Record<string, string>, timeoutMs?: number) =>
+      runToEnd(solved, runtime, env, timeoutMs),
+  };
 }
 
 /** Polls `check` until it holds, or fails after `ms` with what `explain` says. */
