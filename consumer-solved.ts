@@ -11,18 +11,23 @@
  *
  * Run this one file alone (settings: --help):
  *   bun:  bun run consumer-solved.ts
- *   deno: deno add npm:kafkajs && deno run --allow-net --allow-sys=systemMemoryInfo --allow-env=KAFKA_BROKERS,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,SESSION_TIMEOUT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,KAFKA_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,METRICS_PORT,METRICS_HOST,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
+ *   deno: deno add npm:kafkajs && deno run --allow-net --allow-sys=systemMemoryInfo --allow-env=KAFKA_BROKERS,KAFKA_SECURITY_PROTOCOL,KAFKA_SASL_MECHANISM,KAFKA_SASL_USERNAME,KAFKA_SASL_PASSWORD,KAFKA_SSL_CA_LOCATION,KAFKA_SSL_CA_PEM,KAFKA_SSL_CERTIFICATE_LOCATION,KAFKA_SSL_CERTIFICATE_PEM,KAFKA_SSL_KEY_LOCATION,KAFKA_SSL_KEY_PEM,KAFKA_SSL_KEY_PASSWORD,KAFKA_TOPIC,KAFKA_GROUP_ID,API_URL,CONCURRENCY,HIGH_WATERMARK,LOW_WATERMARK,MAX_BUFFERED_BYTES,MAX_UNCOMMITTED,COMMIT_INTERVAL_MS,COMMIT_METADATA,FETCH_MAX_WAIT_MS,SESSION_TIMEOUT_MS,REQUEST_TIMEOUT_MS,MAX_RETRIES,RETRY_BASE_MS,RETRY_MAX_MS,API_UNREACHABLE_MS,KAFKA_UNREACHABLE_MS,DLQ_TOPIC,KEY_ORDERING,SHUTDOWN_TIMEOUT_MS,FROM_BEGINNING,MEMORY_LIMIT_MB,STATUS_INTERVAL_MS,STATUS_FORMAT,METRICS_PORT,METRICS_HOST,NODE_ENV,KAFKAJS_LOG_LEVEL,KAFKAJS_DEBUG_PROTOCOL_BUFFERS,KAFKAJS_DEBUG_EXTENDED_PROTOCOL_BUFFERS consumer-solved.ts
+ *         (TLS files in KAFKA_SSL_*_LOCATION: add --allow-read=<those files>, or give their PEM text in KAFKA_SSL_*_PEM)
  *   node: npm i kafkajs && npm pkg set type=module && node consumer-solved.ts        (Node 22.18 or later)
  */
 
 import { Buffer } from "node:buffer";
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
+import net, { isIP } from "node:net";
 import { totalmem } from "node:os";
+import tls from "node:tls";
 import v8 from "node:v8";
 import vm from "node:vm";
 import {
   type EachBatchPayload,
+  type ISocketFactory,
   Kafka,
   type KafkaMessage,
   type LogEntry,
@@ -33,6 +38,7 @@ import {
 const settings = readSettings(
   {
     KAFKA_BROKERS: text("localhost:9092", "comma-separated bootstrap servers"),
+    ...kafkaSecuritySettings(), // TLS and SASL: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*
     KAFKA_TOPIC: text("CREATE_USER", "topic to consume"),
     KAFKA_GROUP_ID: text("consumer-solved", "consumer group"),
     API_URL: text("http://127.0.0.1:3000/users", "where messages go", /^https?:\/\/\S+$/, "a URL"),
@@ -251,7 +257,7 @@ async function connect() {
   hideTimeoutNegativeWarning(); // KafkaJS arms a timer with a negative delay, see below
   const kafka = new Kafka({
     clientId: "consumer-solved",
-    brokers: settings.KAFKA_BROKERS.split(","),
+    ...kafkaConnection(settings), // TLS and SASL as the settings say, for every client below
     logCreator: quietTransientErrors,
     connectionTimeout: 3_000,
     retry: { retries: 5, maxRetryTime: 5_000 },
@@ -280,7 +286,7 @@ async function connect() {
     }
     await consumer.subscribe({ topics: [topic], fromBeginning: settings.FROM_BEGINNING });
   } catch (error) {
-    console.error(connectFailure(error, settings.KAFKA_BROKERS, topic));
+    console.error(connectFailure(error, settings));
     process.exit(EXIT_KAFKA);
   } finally {
     await admin.disconnect();
@@ -1717,25 +1723,249 @@ function round(n: number, digits: number): number {
   return Number(n.toFixed(digits));
 }
 
-// ---- KafkaJS on today's runtimes: the same copy in every consumer (tests/unit/drift.test.ts)
-// says what failed, and stays quiet about states that are normal ----
+// ---- Connecting to a real cluster: the same copy in every script that talks to Kafka
+// (tests/unit/drift.test.ts keeps the copies identical) ----
 
-/** What a failure to connect and subscribe means: no broker, no topic, no access, or else. */
-export function connectFailure(error: unknown, brokers: string, topic: string): string {
-  type Cause = { name?: string; type?: string; message?: string; cause?: Cause } | undefined;
-  const chain: Cause[] = [];
-  for (let e = error as Cause; e && chain.length < 5; e = e.cause) chain.push(e);
-  const message = chain[0]?.message ?? String(error);
-  const found = (pattern: RegExp) => chain.some((e) => pattern.test(`${e?.type} ${e?.name}`));
-  if (found(/UNKNOWN_TOPIC_OR_PARTITION/)) {
-    return `Topic ${topic} does not exist at ${brokers} (producer.ts creates it): ${message}`;
-  }
-  if (found(/AUTHORIZATION_FAILED|SASL/)) return `Kafka at ${brokers} refused us: ${message}`;
-  if (found(/Connection|BrokerNotFound|NoBrokerAvailable/) || /ECONN|ENOTFOUND/.test(message)) {
-    return `Kafka is unreachable at ${brokers}: ${message}`;
-  }
-  return `Kafka at ${brokers} failed while we subscribed to ${topic}: ${message}`;
+/** TLS and SASL settings, named after the Java client's and librdkafka's. */
+function kafkaSecuritySettings() {
+  const protocols = "PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL";
+  const mechanisms = "PLAIN|SCRAM-SHA-256|SCRAM-SHA-512";
+  const oneOf = (names: string) => new RegExp(`^\\s*(${names})\\s*$`, "i");
+  const pemText = (what: string) => secret(`${what} as PEM text, instead of a file`);
+  return {
+    KAFKA_SECURITY_PROTOCOL: text("PLAINTEXT", protocols, oneOf(protocols), protocols),
+    KAFKA_SASL_MECHANISM: text("", `${mechanisms} (SASL_*)`, oneOf(mechanisms), mechanisms),
+    KAFKA_SASL_USERNAME: text("", "user name for SASL"),
+    KAFKA_SASL_PASSWORD: secret("password for SASL (never printed)"),
+    KAFKA_SSL_CA_LOCATION: text("", "PEM file of the CAs to trust (unset: public CAs)"),
+    KAFKA_SSL_CA_PEM: pemText("the CAs"),
+    KAFKA_SSL_CERTIFICATE_LOCATION: text("", "PEM file of a client certificate, for mutual TLS"),
+    KAFKA_SSL_CERTIFICATE_PEM: pemText("the client certificate"),
+    KAFKA_SSL_KEY_LOCATION: text("", "PEM file of the client certificate's private key"),
+    KAFKA_SSL_KEY_PEM: pemText("the private key"),
+    KAFKA_SSL_KEY_PASSWORD: secret("passphrase of the private key, if encrypted (never printed)"),
+  };
 }
+
+/** A setting taken as it is, spaces and all; --help shows its doc, never its value. */
+function secret(doc: string): Setting<string> {
+  return { fallback: "", doc, expected: "text", parse: (raw) => raw };
+}
+
+/** What kafkaConnection and connectFailure read of a script's settings. */
+interface KafkaSettings {
+  KAFKA_BROKERS: string;
+  KAFKA_TOPIC: string;
+  KAFKA_GROUP_ID?: string;
+  KAFKA_SECURITY_PROTOCOL: string;
+  KAFKA_SASL_MECHANISM: string;
+  KAFKA_SASL_USERNAME: string;
+  KAFKA_SASL_PASSWORD: string;
+  KAFKA_SSL_CA_LOCATION: string;
+  KAFKA_SSL_CA_PEM: string;
+  KAFKA_SSL_CERTIFICATE_LOCATION: string;
+  KAFKA_SSL_CERTIFICATE_PEM: string;
+  KAFKA_SSL_KEY_LOCATION: string;
+  KAFKA_SSL_KEY_PEM: string;
+  KAFKA_SSL_KEY_PASSWORD: string;
+}
+
+/**
+ * KafkaJS's `brokers`, `ssl`, `sasl` and `socketFactory` from the settings, checked
+ * before any connection: a combination that contradicts itself or is incomplete, or a
+ * certificate or key that cannot be read or used, exits 2 naming the setting.
+ */
+function kafkaConnection(s: KafkaSettings) {
+  const protocol = s.KAFKA_SECURITY_PROTOCOL.toUpperCase();
+  const [withSasl, withTls] = [protocol.startsWith("SASL_"), protocol.endsWith("SSL")];
+  const names = Object.keys(s) as (keyof KafkaSettings)[];
+  for (const name of names.filter((name) => /^KAFKA_(SASL|SSL)_/.test(name))) {
+    const needed = name.startsWith("KAFKA_SASL_") ? withSasl : undefined; // TLS: each optional
+    const allowed = name.startsWith("KAFKA_SASL_") ? withSasl : withTls;
+    const has = `KAFKA_SECURITY_PROTOCOL=${protocol} has`;
+    if (needed && !s[name]) badSetting(name, `needed: ${has} SASL`);
+    if (!allowed && s[name]) badSetting(name, `set, but ${has} no ${name.split("_")[1]}`);
+  }
+  const [ca, certificate, key] = (["CA", "CERTIFICATE", "KEY"] as const).map((what) =>
+    readPem(s, what),
+  );
+  if (!certificate !== !key) {
+    const missing = certificate ? "KAFKA_SSL_KEY_LOCATION" : "KAFKA_SSL_CERTIFICATE_LOCATION";
+    badSetting(missing, "a client certificate needs its key, and the key its certificate");
+  }
+  const passphrase = s.KAFKA_SSL_KEY_PASSWORD || undefined;
+  if (passphrase && !key) badSetting("KAFKA_SSL_KEY_PASSWORD", "set, but there is no key");
+  if (key && certificate) {
+    if (/ENCRYPTED/.test(key.pem) && !passphrase) {
+      badSetting("KAFKA_SSL_KEY_PASSWORD", `needed: the key in ${key.from} is encrypted`);
+    }
+    let privateKey: KeyObject | undefined;
+    try {
+      privateKey = createPrivateKey({ key: key.pem, passphrase });
+    } catch (error) {
+      const which = passphrase ? "KAFKA_SSL_KEY_PASSWORD" : key.from;
+      badSetting(which, `the key in ${key.from} cannot be read with it: ${String(error)}`);
+    }
+    if (privateKey && !new X509Certificate(certificate.pem).checkPrivateKey(privateKey)) {
+      badSetting(key.from, `not the key of the certificate in ${certificate.from}`);
+    }
+  }
+  const clientCertificate = key && { cert: certificate?.pem, key: key.pem };
+  const ssl = withTls
+    ? { ...(ca && { ca: ca.pem }), ...clientCertificate, ...(passphrase && { passphrase }) }
+    : undefined;
+  const mechanism = s.KAFKA_SASL_MECHANISM.toLowerCase() as "plain";
+  const [username, password] = [s.KAFKA_SASL_USERNAME, s.KAFKA_SASL_PASSWORD];
+  return {
+    brokers: s.KAFKA_BROKERS.split(",").map((broker) => broker.trim()),
+    ssl,
+    sasl: withSasl ? { mechanism, username, password } : undefined,
+    socketFactory: watchedSockets((error) => {
+      console.error(connectFailure(error, s));
+      process.exit(1);
+    }),
+  };
+}
+
+/**
+ * The CA, client certificate or key: from a file (on Deno: --allow-read=<the file>) or
+ * as PEM text. Exits 2 if both are set, or it cannot be read, or it is not PEM.
+ */
+function readPem(s: KafkaSettings, what: "CA" | "CERTIFICATE" | "KEY") {
+  const [file, text] = [`KAFKA_SSL_${what}_LOCATION`, `KAFKA_SSL_${what}_PEM`] as const;
+  if (s[file] && s[text]) badSetting(text, `set, and so is ${file}: give one of them`);
+  let pem = s[text];
+  if (s[file]) {
+    try {
+      pem = readFileSync(s[file], "utf8");
+    } catch (error) {
+      const { name, message } = error as Error;
+      const deno = name === "NotCapable" ? `; allow it with --allow-read=${s[file]}` : "";
+      badSetting(file, `cannot read ${s[file]}: ${message}${deno}`);
+    }
+  }
+  if (!pem) return undefined;
+  const from = s[file] ? file : text;
+  const kind = what === "KEY" ? "[A-Z ]*PRIVATE KEY" : "CERTIFICATE";
+  const blocks = pem.match(
+    new RegExp(`-----BEGIN ${kind}-----[\\s\\S]+?-----END ${kind}-----`, "g"),
+  );
+  if (!blocks) return badSetting(from, `not PEM: no "-----BEGIN ${kind}-----" in it`);
+  if (what !== "KEY") {
+    for (const block of blocks) {
+      try {
+        new X509Certificate(block);
+      } catch (error) {
+        badSetting(from, `a certificate in it does not parse: ${String(error)}`);
+      }
+    }
+  }
+  return { from, pem: blocks.join("\n") };
+}
+
+function badSetting(name: string, why: string): never {
+  console.error(`Bad setting ${name}: ${why}\nRun with --help to see every setting.`);
+  process.exit(2);
+}
+
+/**
+ * KafkaJS's own way of opening a connection (TLS or not), watched. Until a broker has
+ * answered once, a certificate refused (ours or the broker's), an answer in TLS to plain
+ * text, or a connection dropped unanswered twice means the settings do not fit the
+ * listener; KafkaJS would retry that for 10 s and more, so `onMismatch` hears of it at
+ * once. From the first answer on, KafkaJS's retries decide, as always.
+ */
+function watchedSockets(onMismatch: (error: Error) => void): ISocketFactory {
+  let answered = false;
+  let droppedUnanswered = 0;
+  return ({ host, port, ssl, onConnect }) => {
+    const socket = ssl
+      ? tls.connect({ host, port, ...(!isIP(host) && { servername: host }), ...ssl }, onConnect)
+      : net.connect({ host, port }, onConnect);
+    socket.setKeepAlive(true, 60_000);
+    const broker = `${host}:${port}`;
+    const mismatch = (message: string) =>
+      onMismatch(Object.assign(new Error(message), { broker, unanswered: true }));
+    let [connected, heard, lastError] = [false, false, ""];
+    socket.once("connect", () => (connected = true));
+    socket.once("data", (chunk: Buffer) => {
+      // A TLS record (an alert) where a Kafka response should be: a TLS listener.
+      const tlsRecord = !ssl && (chunk[0] === 0x15 || chunk[0] === 0x16) && chunk[1] === 3;
+      if (tlsRecord && !answered) mismatch("it answered in TLS");
+      answered = heard = true;
+    });
+    socket.once("error", (error: Error & { code?: string }) => {
+      lastError = `: ${error.message}`;
+      const refused = /CERT|SIGNATURE|ISSUER|SELF.SIGNED|ALERT|UNKNOWN_CA/.test(`${error.code}`);
+      if (!answered && refused) onMismatch(Object.assign(error, { broker }));
+    });
+    socket.once("close", () => {
+      if (answered || heard || !connected || ++droppedUnanswered < 2) return;
+      mismatch(`the connection was closed unanswered${lastError}`);
+    });
+    return socket;
+  };
+}
+
+/**
+ * What a failure to connect means, in words that say what to change: no broker; a
+ * protocol, certificate, mechanism or password that does not fit; an ACL; no topic; or
+ * what Kafka said. It names the broker, mechanism, user, topic or group; never a password.
+ */
+export function connectFailure(
+  error: unknown,
+  s: Pick<KafkaSettings, "KAFKA_BROKERS" | "KAFKA_TOPIC"> & Partial<KafkaSettings>,
+): string {
+  type Cause = { name?: string; type?: string; code?: string; message?: string };
+  type Link = Cause & { broker?: string; unanswered?: boolean; cause?: Link };
+  const chain: Link[] = [];
+  for (let e = error as Link | undefined; e && chain.length < 5; e = e.cause) chain.push(e);
+  const said = `: ${chain[0]?.message ?? String(error)}`;
+  const found = (pattern: RegExp) =>
+    chain.some((e) => pattern.test(`${e.type} ${e.name} ${e.code}`));
+  const at = chain.find((e) => e.broker)?.broker ?? s.KAFKA_BROKERS;
+  const protocol = (s.KAFKA_SECURITY_PROTOCOL || "PLAINTEXT").toUpperCase();
+  const who = s.KAFKA_SASL_USERNAME ? `user ${s.KAFKA_SASL_USERNAME}` : "this client";
+  const mechanism = s.KAFKA_SASL_MECHANISM?.toUpperCase();
+  const mismatch = `KAFKA_SECURITY_PROTOCOL=${protocol} does not match the listener at ${at}`;
+  if (found(/UNKNOWN_TOPIC_OR_PARTITION/)) {
+    return `Topic ${s.KAFKA_TOPIC} does not exist at ${at} (producer.ts creates it)${said}`;
+  }
+  if (found(/TOPIC_AUTHORIZATION/)) {
+    return `Kafka at ${at} refused ${who} access to topic ${s.KAFKA_TOPIC} (an ACL)${said}`;
+  }
+  if (found(/GROUP_AUTHORIZATION/)) {
+    return `Kafka at ${at} refused ${who} access to consumer group ${s.KAFKA_GROUP_ID} (an ACL)${said}`;
+  }
+  if (found(/AUTHORIZATION_FAILED/)) return `Kafka at ${at} refused ${who} (an ACL)${said}`;
+  if (found(/UNSUPPORTED_SASL_MECHANISM/)) {
+    return `Kafka at ${at} does not enable SASL mechanism ${mechanism} on this listener (KafkaJS does not pass on the ones it offers; these scripts know PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512)${said}`;
+  }
+  if (found(/SASLAuthentication/)) {
+    return `Kafka at ${at}: authentication failed for ${who} with ${mechanism} (check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SASL_MECHANISM)${said}`;
+  }
+  if (found(/ILLEGAL_SASL_STATE/))
+    return `${mismatch}: it takes no SASL (SSL or PLAINTEXT?)${said}`;
+  if (found(/ALERT.*(CERTIFICATE|UNKNOWN_CA)/)) {
+    return `Kafka at ${at} refused our client certificate: mutual TLS needs one signed by a CA the broker trusts (KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION)${said}`;
+  }
+  if (found(/CERT|SIGNATURE|ISSUER|SELF.SIGNED/)) {
+    return `Certificate verification failed for Kafka at ${at}: its certificate is not signed by a CA we trust, or not for that name (KAFKA_SSL_CA_LOCATION names the CA to trust)${said}`;
+  }
+  if (chain.some((e) => e.unanswered) || found(/ConnectionClosed/)) {
+    return protocol.endsWith("SSL")
+      ? `${mismatch}: it does not answer TLS (PLAINTEXT or SASL_PLAINTEXT?)${said}`
+      : `${mismatch}: it closed the connection, so it wants TLS or SASL (SSL, SASL_SSL or SASL_PLAINTEXT?)${said}`;
+  }
+  if (found(/ERR_SSL|ERR_TLS/)) return `TLS with Kafka at ${at} failed${said}`;
+  if (found(/Connection|BrokerNotFound|NoBrokerAvailable/) || /ECONN|ENOTFOUND/.test(said)) {
+    return `Kafka is unreachable at ${at}${said}`;
+  }
+  return `Kafka at ${at} failed while we connected for topic ${s.KAFKA_TOPIC}${said}`;
+}
+
+// ---- KafkaJS on today's runtimes: the same copy in every consumer (tests/unit/drift.test.ts)
+// stays quiet about states that are normal ----
 
 /**
  * KafkaJS's warnings and errors, minus the states a fresh broker or a leader election

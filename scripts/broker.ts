@@ -6,11 +6,13 @@
 // KAFKA_LAUNCHER=docker|jvm skips the choice.
 //
 //   node scripts/broker.ts up      start one (port 9092 if free) and print KAFKA_BROKERS
+//   node scripts/broker.ts up --secured   the JVM broker also with listeners that demand
+//                                  TLS and SASL (scripts/kafka-secured.ts), and their settings
 //   node scripts/broker.ts down    stop the one `up` started
 //   node scripts/broker.ts down --all   also stop every JVM broker this checkout left
 import { execFile } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import {
   isAlive,
@@ -23,6 +25,7 @@ import {
   stopJvmBroker,
 } from "./kafka-jvm.ts";
 import { waitForBroker } from "./kafka-ready.ts";
+import type { SecuredBroker } from "./kafka-secured.ts";
 
 const run = promisify(execFile);
 
@@ -34,6 +37,8 @@ export interface Broker {
   source: BrokerSource;
   /** the JVM broker's pid and folder, when it is one */
   jvm?: { pid: number; dir: string; logFile: string };
+  /** listeners that demand TLS and SASL, when a JVM broker was asked for them */
+  secured?: SecuredBroker;
   stop(): Promise<void>;
 }
 
@@ -82,16 +87,30 @@ async function fromDocker(): Promise<Broker> {
   };
 }
 
-async function fromJvm(preferredPort?: number): Promise<Broker> {
+async function fromJvm(preferredPort?: number, secured = false): Promise<Broker> {
   const port =
     preferredPort !== undefined && (await portIsFree(preferredPort)) ? preferredPort : undefined;
-  const jvm = await startJvmBroker({ port });
+  const jvm = await startJvmBroker({ port, secured });
   return {
     brokers: jvm.brokers,
     source: "jvm",
     jvm: { pid: jvm.pid, dir: jvm.dir, logFile: jvm.logFile },
+    secured: jvm.secured,
     stop: () => stopJvmBroker(jvm),
   };
+}
+
+/**
+ * A JVM broker with the secured listeners, for when the broker in use has none (an
+ * outside cluster, Docker): the cases that need a broker demanding TLS and SASL get one.
+ */
+export async function acquireSecuredJvmBroker(): Promise<Broker> {
+  if (!(await javaAvailable())) {
+    throw new NoBrokerError(
+      "A broker that demands TLS and SASL is started on the JVM, and no `java` was found on PATH or in JAVA_HOME: install Java 17+ and Maven",
+    );
+  }
+  return await fromJvm(undefined, true);
 }
 
 /**
@@ -99,7 +118,9 @@ async function fromJvm(preferredPort?: number): Promise<Broker> {
  * launcher for that port when it is free (9092 for people, so the scripts' default
  * KAFKA_BROKERS works); tests leave it out and get a free port.
  */
-export async function acquireBroker(options: { preferredPort?: number } = {}): Promise<Broker> {
+export async function acquireBroker(
+  options: { preferredPort?: number; secured?: boolean } = {},
+): Promise<Broker> {
   const fromEnvironment = process.env.KAFKA_BROKERS?.trim();
   if (fromEnvironment) return await fromEnv(fromEnvironment);
 
@@ -110,7 +131,7 @@ export async function acquireBroker(options: { preferredPort?: number } = {}): P
   if (launcher === "docker" || (!launcher && (await dockerEngineAnswers()))) {
     return await fromDocker();
   }
-  if (await javaAvailable()) return await fromJvm(options.preferredPort);
+  if (await javaAvailable()) return await fromJvm(options.preferredPort, options.secured);
   throw new NoBrokerError(
     [
       "No Kafka broker can be had here. Any one of these fixes it:",
@@ -136,7 +157,7 @@ async function readCurrent(): Promise<CurrentBroker | undefined> {
   }
 }
 
-async function up(): Promise<void> {
+async function up(secured: boolean): Promise<void> {
   const current = await readCurrent();
   if (current?.jvm && isAlive(current.jvm.pid)) {
     console.log(
@@ -144,7 +165,7 @@ async function up(): Promise<void> {
     );
     return;
   }
-  const broker = await acquireBroker({ preferredPort: 9092 });
+  const broker = await acquireBroker({ preferredPort: 9092, secured });
   if (broker.source !== "KAFKA_BROKERS") {
     await mkdir(kafkaHome, { recursive: true });
     const record: CurrentBroker = {
@@ -157,7 +178,32 @@ async function up(): Promise<void> {
   const where = broker.jvm ? ` (pid ${broker.jvm.pid}, log ${broker.jvm.logFile})` : "";
   console.log(`Kafka is up via ${broker.source}${where}.`);
   console.log(`export KAFKA_BROKERS=${broker.brokers}`);
+  if (broker.secured) console.log(securedHelp(broker.secured));
+  else if (secured) console.log("(--secured: only the JVM broker has secured listeners)");
   console.log("Stop it with: npm run broker:down");
+}
+
+/** The settings that reach each secured listener; the passwords stay in their file. */
+function securedHelp(secured: SecuredBroker): string {
+  const file = join(dirname(secured.caFile), "secured.json");
+  const sasl = (listener: "SASL_SSL" | "SASL_PLAINTEXT", mechanism: string) =>
+    [
+      `KAFKA_BROKERS=${secured.addresses[listener]}`,
+      `KAFKA_SECURITY_PROTOCOL=${listener}`,
+      `KAFKA_SASL_MECHANISM=${mechanism}`,
+      `KAFKA_SASL_USERNAME=${secured.alice.username}`,
+      "KAFKA_SASL_PASSWORD=<alice's password>",
+      ...(listener === "SASL_SSL" ? [`KAFKA_SSL_CA_LOCATION=${secured.caFile}`] : []),
+    ].join(" ");
+  return [
+    `Secured listeners (alice's and admin's passwords are in ${file}):`,
+    `  SASL over TLS (${secured.mechanisms.SASL_SSL.join(", ")}):`,
+    `    ${sasl("SASL_SSL", "SCRAM-SHA-512")}`,
+    "  mutual TLS:",
+    `    KAFKA_BROKERS=${secured.addresses.SSL} KAFKA_SECURITY_PROTOCOL=SSL KAFKA_SSL_CA_LOCATION=${secured.caFile} KAFKA_SSL_CERTIFICATE_LOCATION=${secured.certificateFile} KAFKA_SSL_KEY_LOCATION=${secured.keyFile}`,
+    `  SASL without TLS (${secured.mechanisms.SASL_PLAINTEXT.join(", ")}):`,
+    `    ${sasl("SASL_PLAINTEXT", "SCRAM-SHA-256")}`,
+  ].join("\n");
 }
 
 async function down(all: boolean): Promise<void> {
@@ -177,10 +223,10 @@ async function down(all: boolean): Promise<void> {
 if (import.meta.main) {
   const [command, ...flags] = process.argv.slice(2);
   try {
-    if (command === "up") await up();
+    if (command === "up") await up(flags.includes("--secured"));
     else if (command === "down") await down(flags.includes("--all"));
     else {
-      console.error("usage: node scripts/broker.ts up | down [--all]");
+      console.error("usage: node scripts/broker.ts up [--secured] | down [--all]");
       process.exit(2);
     }
   } catch (error) {

@@ -9,6 +9,15 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { waitForBroker } from "./kafka-ready.ts";
+import {
+  makeSecrets,
+  type SecuredBroker,
+  type SecuredPorts,
+  scramArguments,
+  securedListeners,
+  securedProperties,
+  securedReady,
+} from "./kafka-secured.ts";
 
 const run = promisify(execFile);
 
@@ -27,6 +36,9 @@ export interface JvmBroker {
   /** the instance folder: server.properties, data/, kafka.log, instance.json */
   dir: string;
   logFile: string;
+  /** the listeners that demand TLS and SASL, when started with `secured` */
+  secured?: SecuredBroker;
+  securedPorts?: SecuredPorts;
 }
 
 export interface StartOptions {
@@ -36,6 +48,8 @@ export interface StartOptions {
   port?: number;
   controllerPort?: number;
   startTimeoutMs?: number;
+  /** also listen with SASL_SSL, mutual TLS and SASL_PLAINTEXT (scripts/kafka-secured.ts) */
+  secured?: boolean;
 }
 
 /** The Kafka release pinned in the Maven file. */
@@ -110,6 +124,28 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** `count` different free ports: held open together while they are picked. */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = Array.from({ length: count }, () => createServer());
+  try {
+    return await Promise.all(
+      servers.map(
+        (server) =>
+          new Promise<number>((resolve, reject) => {
+            server.on("error", reject);
+            server.listen(0, "127.0.0.1", () => {
+              const address = server.address();
+              if (typeof address === "object" && address) resolve(address.port);
+              else reject(new Error("no port"));
+            });
+          }),
+      ),
+    );
+  } finally {
+    await Promise.all(servers.map((server) => new Promise((done) => server.close(done))));
+  }
+}
+
 export async function portIsFree(port: number): Promise<boolean> {
   return await new Promise((resolve) => {
     const server = createServer();
@@ -119,17 +155,24 @@ export async function portIsFree(port: number): Promise<boolean> {
   });
 }
 
-function serverProperties(dir: string, port: number, controllerPort: number): string {
+function serverProperties(
+  dir: string,
+  port: number,
+  controllerPort: number,
+  secured?: ReturnType<typeof securedProperties>,
+): string {
+  const extra = secured ? `,${secured.listeners}` : "";
+  const extraMap = secured ? `,${secured.protocolMap}` : "";
   return `${[
     "# Written by scripts/kafka-jvm.ts: one node that is both broker and controller (KRaft).",
     "process.roles=broker,controller",
     "node.id=1",
     `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
-    `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${port}`,
+    `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}${extra}`,
+    `advertised.listeners=PLAINTEXT://127.0.0.1:${port}${extra}`,
     "controller.listener.names=CONTROLLER",
     "inter.broker.listener.name=PLAINTEXT",
-    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    `listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${extraMap}`,
     `log.dirs=${join(dir, "data")}`,
     "num.partitions=1",
     "# A single node can hold one replica only; without these, consumer groups and",
@@ -143,6 +186,7 @@ function serverProperties(dir: string, port: number, controllerPort: number): st
     "# Tests start groups all the time; do not wait 3 s for more members to join.",
     "group.initial.rebalance.delay.ms=0",
     "auto.create.topics.enable=true",
+    ...(secured?.lines ?? []),
   ].join("\n")}\n`;
 }
 
@@ -174,12 +218,30 @@ export async function startJvmBroker(options: StartOptions = {}): Promise<JvmBro
   const libDir = await ensureJars();
   const previous = options.dir ? await readInstance(options.dir) : undefined;
   const dir = options.dir ?? join(instancesDir, `${Date.now()}-${randomBytes(3).toString("hex")}`);
-  const port = options.port ?? previous?.port ?? (await freePort());
-  const controllerPort = options.controllerPort ?? previous?.controllerPort ?? (await freePort());
+  // Picked together, so no two are the same.
+  const [anyPort, anyControllerPort, ...anySecured] = await freePorts(5);
+  const port = options.port ?? previous?.port ?? (anyPort as number);
+  const controllerPort =
+    options.controllerPort ?? previous?.controllerPort ?? (anyControllerPort as number);
   const logFile = join(dir, "kafka.log");
   const propertiesFile = join(dir, "server.properties");
   await mkdir(dir, { recursive: true });
-  await writeFile(propertiesFile, serverProperties(dir, port, controllerPort));
+  const wantSecured = options.secured ?? previous?.secured !== undefined;
+  const secretsDir = join(dir, "secrets");
+  const secrets = wantSecured ? await makeSecrets(secretsDir) : undefined;
+  const securedPorts: SecuredPorts | undefined = secrets
+    ? (previous?.securedPorts ?? {
+        SASL_SSL: anySecured[0] as number,
+        SSL: anySecured[1] as number,
+        SASL_PLAINTEXT: anySecured[2] as number,
+      })
+    : undefined;
+  const securedLines =
+    secrets && securedPorts ? securedProperties(secrets, secretsDir, securedPorts) : undefined;
+  // It may hold the PLAIN users' passwords: readable by us only.
+  await writeFile(propertiesFile, serverProperties(dir, port, controllerPort, securedLines), {
+    mode: 0o600,
+  });
 
   const classpath = `${libDir}/*`;
   const jvmLogging = `-Dlog4j2.configurationFile=${log4jConfig}`;
@@ -198,6 +260,7 @@ export async function startJvmBroker(options: StartOptions = {}): Promise<JvmBro
           kraftClusterId(),
           "-c",
           propertiesFile,
+          ...(secrets ? scramArguments(secrets) : []),
         ],
         { timeout: 120_000 },
       );
@@ -242,7 +305,15 @@ export async function startJvmBroker(options: StartOptions = {}): Promise<JvmBro
     dir,
     logFile,
   };
-  await writeFile(join(dir, "instance.json"), `${JSON.stringify(broker, null, 2)}\n`);
+  if (secrets && securedPorts) {
+    const address = (name: keyof SecuredPorts) => `127.0.0.1:${securedPorts[name]}`;
+    const addresses = Object.fromEntries(securedListeners.map((name) => [name, address(name)]));
+    broker.secured = { ...secrets, addresses } as SecuredBroker;
+    broker.securedPorts = securedPorts;
+  }
+  await writeFile(join(dir, "instance.json"), `${JSON.stringify(broker, null, 2)}\n`, {
+    mode: 0o600,
+  });
 
   let exitCode: number | null = null;
   child.once("exit", (code, signal) => {
@@ -254,6 +325,7 @@ export async function startJvmBroker(options: StartOptions = {}): Promise<JvmBro
       abortIf: () =>
         exitCode === null ? undefined : `the broker process exited with code ${exitCode}`,
     });
+    if (broker.secured) await securedReady(broker.brokers, broker.secured);
   } catch (error) {
     await stopJvmBroker(broker).catch(() => {});
     throw new Error(

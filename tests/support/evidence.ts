@@ -6,6 +6,7 @@ import { expect } from "vitest";
 import {
   committedOffsets,
   endOffsets,
+  type KafkaTarget,
   type OffsetsByPartition,
   readTopic,
   type StoredMessage,
@@ -65,7 +66,7 @@ export interface DeadLetter {
  * dlq.source.topic/partition/offset: same key, same value, and no original twice.
  */
 export async function readDeadLetters(
-  brokers: string,
+  brokers: KafkaTarget,
   topic: string,
   source: StoredMessage[],
   dlqTopic = `${topic}.dlq`,
@@ -92,7 +93,7 @@ export async function readDeadLetters(
 
 /** The group has committed every partition of `topic` to its end offset. */
 export async function expectCommittedToEnd(
-  brokers: string,
+  brokers: KafkaTarget,
   groupId: string,
   topic: string,
 ): Promise<void> {
@@ -110,7 +111,7 @@ export function belowCommitted(messages: StoredMessage[], committed: OffsetsByPa
  * committed to its end. Returns the dead letters for further checks.
  */
 export async function expectExactlyOnce(
-  brokers: string,
+  brokers: KafkaTarget,
   api: Pick<MockApi, "succeeded">,
   groupId: string,
   topic: string,

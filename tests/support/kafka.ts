@@ -2,7 +2,7 @@
 // reading a whole topic back (a dead-letter topic, with its headers), and the broker's
 // word that a consumer group has caught up.
 import { randomBytes } from "node:crypto";
-import { type Admin, Kafka, logLevel } from "kafkajs";
+import { type Admin, Kafka, type KafkaConfig, logLevel } from "kafkajs";
 import { hideTimeoutNegativeWarning } from "../../scripts/quiet-kafkajs.ts";
 import type { StopCondition } from "./child.ts";
 
@@ -10,12 +10,22 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
 }
 
-export function kafkaClient(brokers: string, clientId = "tests"): Kafka {
+/**
+ * Where the tests' own clients connect: a plain-text address list, or KafkaJS's options
+ * for a secured listener (brokers, ssl, sasl: see support/secured.ts).
+ */
+export type KafkaTarget = string | Pick<KafkaConfig, "brokers" | "ssl" | "sasl">;
+
+export function kafkaClient(brokers: KafkaTarget, clientId = "tests"): Kafka {
   hideTimeoutNegativeWarning();
-  return new Kafka({ clientId, brokers: brokers.split(","), logLevel: logLevel.NOTHING });
+  const options = typeof brokers === "string" ? { brokers: brokers.split(",") } : brokers;
+  return new Kafka({ clientId, ...options, logLevel: logLevel.NOTHING });
 }
 
-export async function withAdmin<T>(brokers: string, use: (admin: Admin) => Promise<T>): Promise<T> {
+export async function withAdmin<T>(
+  brokers: KafkaTarget,
+  use: (admin: Admin) => Promise<T>,
+): Promise<T> {
   const admin = kafkaClient(brokers, "tests-admin").admin();
   await admin.connect();
   try {
@@ -29,7 +39,11 @@ export async function withAdmin<T>(brokers: string, use: (admin: Admin) => Promi
  * Met once the group's committed offset reaches the end of every partition of `topic`:
  * a consumer has caught up, on the broker's word. Holds one admin client until closed.
  */
-export function committedToEnd(brokers: string, groupId: string, topic: string): StopCondition {
+export function committedToEnd(
+  brokers: KafkaTarget,
+  groupId: string,
+  topic: string,
+): StopCondition {
   let admin: Admin | undefined;
   return {
     async met() {
@@ -60,7 +74,7 @@ export function committedToEnd(brokers: string, groupId: string, topic: string):
 export type OffsetsByPartition = Record<number, string>;
 
 /** The next offset to be written in each partition (the high watermark). */
-export async function endOffsets(brokers: string, topic: string): Promise<OffsetsByPartition> {
+export async function endOffsets(brokers: KafkaTarget, topic: string): Promise<OffsetsByPartition> {
   return await withAdmin(brokers, async (admin) => {
     const offsets = await admin.fetchTopicOffsets(topic);
     return Object.fromEntries(offsets.map((p) => [p.partition, p.high]));
@@ -69,7 +83,7 @@ export async function endOffsets(brokers: string, topic: string): Promise<Offset
 
 /** The group's committed offsets for the topic ("-1" where nothing was committed). */
 export async function committedOffsets(
-  brokers: string,
+  brokers: KafkaTarget,
   groupId: string,
   topic: string,
 ): Promise<OffsetsByPartition> {
@@ -79,7 +93,7 @@ export async function committedOffsets(
   });
 }
 
-export async function createTopic(brokers: string, topic: string, numPartitions = 1) {
+export async function createTopic(brokers: KafkaTarget, topic: string, numPartitions = 1) {
   await withAdmin(brokers, async (admin) => {
     await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
   });
@@ -98,7 +112,7 @@ export interface StoredMessage {
  * offset. Reads with a throwaway group up to the end offsets taken at the start.
  */
 export async function readTopic(
-  brokers: string,
+  brokers: KafkaTarget,
   topic: string,
   timeoutMs = 60_000,
 ): Promise<StoredMessage[]> {
@@ -158,7 +172,7 @@ export async function readTopic(
  * with a plain KafkaJS consumer that processes nothing, commits, and leaves.
  */
 export async function commitWithMetadata(
-  brokers: string,
+  brokers: KafkaTarget,
   groupId: string,
   topic: string,
   partitions: { partition: number; offset: string; metadata: string | null }[],
@@ -186,7 +200,7 @@ export async function commitWithMetadata(
 
 /** The group's committed offsets for the topic, each with its metadata. */
 export async function committedWithMetadata(
-  brokers: string,
+  brokers: KafkaTarget,
   groupId: string,
   topic: string,
 ): Promise<Record<number, { offset: string; metadata: string | null }>> {

@@ -11,10 +11,24 @@ const consumers = ["consumer-fast.ts", "consumer-backpressure.ts", "consumer-sol
 const scripts = ["producer.ts", "mock-api.ts", ...consumers];
 
 /** The blocks every listed script carries on purpose, by the names they declare. */
+const kafkaScripts = ["producer.ts", ...consumers];
 const sharedBlocks: [names: string[], carriers: string[]][] = [
   [["Setting", "text", "number", "flag", "readSettings", "runtimeName"], scripts],
-  [["watchMemory", "connectFailure", "quietTransientErrors"], consumers],
-  [["hideTimeoutNegativeWarning"], ["producer.ts", ...consumers]],
+  [["watchMemory", "quietTransientErrors"], consumers],
+  [
+    [
+      "kafkaSecuritySettings",
+      "secret",
+      "KafkaSettings",
+      "kafkaConnection",
+      "readPem",
+      "badSetting",
+      "watchedSockets",
+      "connectFailure",
+    ],
+    kafkaScripts,
+  ],
+  [["hideTimeoutNegativeWarning"], kafkaScripts],
 ];
 
 const source = (script: string) => readFileSync(join(projectRoot, script), "utf8");
@@ -77,7 +91,13 @@ describe("deno.json's tasks", () => {
     const header = source(script).slice(0, source(script).indexOf("*/"));
     const line = header.match(/^ \*\s+deno:\s+(.+?)\s*$/m)?.[1] ?? "";
     const run = line.split("&&").at(-1)?.trim();
-    const tasks = (JSON.parse(source("deno.json")) as { tasks: Record<string, string> }).tasks;
-    expect(tasks[script.replace(".ts", "")]).toBe(run);
+    type Task = string | { command: string; description?: string };
+    const tasks = (JSON.parse(source("deno.json")) as { tasks: Record<string, Task> }).tasks;
+    const task = tasks[script.replace(".ts", "")];
+    expect(typeof task === "string" ? task : task?.command).toBe(run);
+    // A script that reads TLS files says, in its header and its task, how Deno may read them.
+    if (!source(script).includes("KAFKA_SSL_CA_LOCATION")) return;
+    expect(header).toMatch(/--allow-read=<those files>.*KAFKA_SSL_\*_PEM/);
+    expect(typeof task === "object" && task.description).toMatch(/--allow-read=<those files>/);
   });
 });

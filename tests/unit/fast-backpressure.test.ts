@@ -68,25 +68,27 @@ const invalidTopic = protocolError(
   false,
 );
 
+const target = (brokers: string, topic: string) => ({ KAFKA_BROKERS: brokers, KAFKA_TOPIC: topic });
+
 describe.each([
   ["consumer-fast.ts", fast],
   ["consumer-backpressure.ts", backpressure],
   ["consumer-solved.ts", solved],
 ])("%s", (_file, script) => {
   it("says the topic is missing when it is, not that Kafka is unreachable", () => {
-    const message = script.connectFailure(missingTopic, "kafka:9092", "ORDERS");
+    const message = script.connectFailure(missingTopic, target("kafka:9092", "ORDERS"));
     expect(message).toMatch(/^Topic ORDERS does not exist at kafka:9092/);
     expect(message).not.toMatch(/unreachable/);
   });
 
   it("says Kafka is unreachable when the connection failed", () => {
-    expect(script.connectFailure(refused, "127.0.0.1:1", "ORDERS")).toBe(
+    expect(script.connectFailure(refused, target("127.0.0.1:1", "ORDERS"))).toBe(
       "Kafka is unreachable at 127.0.0.1:1: Connection error: connect ECONNREFUSED 127.0.0.1:1",
     );
   });
 
   it("passes any other failure on as Kafka said it", () => {
-    const message = script.connectFailure(invalidTopic, "kafka:9092", "bad name!");
+    const message = script.connectFailure(invalidTopic, target("kafka:9092", "bad name!"));
     expect(message).toMatch(/invalid topic/);
     expect(message).not.toMatch(/unreachable|does not exist/);
   });

@@ -5,17 +5,9 @@ import { makeEvent } from "../../producer.ts";
 
 // The settings makeEvent reads are KEYS, MALFORMED_EVERY and PAYLOAD_BYTES.
 const options: NonNullable<Parameters<typeof makeEvent>[2]> = {
-  KAFKA_BROKERS: "unused:9092",
-  KAFKA_TOPIC: "unused",
-  MESSAGES: 1,
   PAYLOAD_BYTES: 0,
-  PARTITIONS: 1,
-  BATCH_SIZE: 1,
-  BATCH_BYTES: 1_024,
-  SEND_CONCURRENCY: 1,
   KEYS: 0,
   MALFORMED_EVERY: 0,
-  ID_PREFIX: "",
 };
 const text = (value: unknown) => (value === null ? null : String(value));
 

@@ -13,7 +13,7 @@ import { projectRoot } from "../../scripts/kafka-jvm.ts";
 import { runtimeBinary } from "../../scripts/runtimes.ts";
 
 describe("connectFailure says what failed", () => {
-  const brokers = "127.0.0.1:9092";
+  const target = (topic: string) => ({ KAFKA_BROKERS: "127.0.0.1:9092", KAFKA_TOPIC: topic });
   it("a missing topic is a missing topic, not an unreachable Kafka", () => {
     // As KafkaJS throws it after its retries: the protocol error as the cause.
     const protocol = {
@@ -22,7 +22,7 @@ describe("connectFailure says what failed", () => {
       message: "This server does not host this topic-partition",
     };
     const error = { name: "KafkaJSNumberOfRetriesExceeded", message: protocol.message };
-    const said = connectFailure({ ...error, cause: protocol }, brokers, "CREATE_USER");
+    const said = connectFailure({ ...error, cause: protocol }, target("CREATE_USER"));
     expect(said).toMatch(/^Topic CREATE_USER does not exist at 127\.0\.0\.1:9092/);
     expect(said).not.toMatch(/unreachable/);
   });
@@ -33,7 +33,7 @@ describe("connectFailure says what failed", () => {
       message: "connect ECONNREFUSED 127.0.0.1:9092",
     };
     const error = { name: "KafkaJSNonRetriableError", message: cause.message, cause };
-    expect(connectFailure(error, brokers, "t")).toBe(
+    expect(connectFailure(error, target("t"))).toBe(
       "Kafka is unreachable at 127.0.0.1:9092: connect ECONNREFUSED 127.0.0.1:9092",
     );
   });
@@ -44,8 +44,8 @@ describe("connectFailure says what failed", () => {
       type: "TOPIC_AUTHORIZATION_FAILED",
       message: "no",
     };
-    expect(connectFailure(denied, brokers, "t")).toMatch(/refused us/);
-    expect(connectFailure(new Error("odd"), brokers, "t")).not.toMatch(/unreachable/);
+    expect(connectFailure(denied, target("t"))).toMatch(/refused this client access to topic t/);
+    expect(connectFailure(new Error("odd"), target("t"))).not.toMatch(/unreachable/);
   });
 });
 
