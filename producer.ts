@@ -345,10 +345,16 @@ export function connectFailure(
   s: Pick<KafkaSettings, "KAFKA_BROKERS" | "KAFKA_TOPIC"> & Partial<KafkaSettings>,
 ): string {
   type Cause = { name?: string; type?: string; code?: string; message?: string };
-  type Link = Cause & { broker?: string; unanswered?: boolean; cause?: Link };
-  const chain: Link[] = [];
-  for (let e = error as Link | undefined; e && chain.length < 5; e = e.cause) chain.push(e);
-  const said = `: ${chain[0]?.message ?? String(error)}`;
+  type Link = Cause & { broker?: string; unanswered?: boolean; cause?: Link; errors?: Link[] };
+  const chain: Link[] = []; // the error, its causes, and the errors it gathers (one per topic)
+  const walk = (e: Link | undefined) => {
+    if (!e || chain.length >= 9) return;
+    chain.push(e);
+    walk(e.cause);
+    for (const each of e.errors ?? []) walk(each);
+  };
+  walk(error as Link);
+  const said = `: ${(chain.find((e) => e.type) ?? chain[0])?.message?.trim() ?? String(error)}`;
   const found = (pattern: RegExp) =>
     chain.some((e) => pattern.test(`${e.type} ${e.name} ${e.code}`));
   const at = chain.find((e) => e.broker)?.broker ?? s.KAFKA_BROKERS;
@@ -365,6 +371,11 @@ export function connectFailure(
   if (found(/GROUP_AUTHORIZATION/)) {
     return `Kafka at ${at} refused ${who} access to consumer group ${s.KAFKA_GROUP_ID} (an ACL)${said}`;
   }
+  if (found(/GroupCoordinatorNotFound/)) {
+    // KafkaJS drops the broker's reason here (its ERROR line above has it); a broker that
+    // answers but names no coordinator for a group refuses the group: an ACL, most likely.
+    return `Kafka at ${at} refused ${who} access to consumer group ${s.KAFKA_GROUP_ID} (an ACL, most likely: it names no coordinator for it)${said}`;
+  }
   if (found(/AUTHORIZATION_FAILED/)) return `Kafka at ${at} refused ${who} (an ACL)${said}`;
   if (found(/UNSUPPORTED_SASL_MECHANISM/)) {
     return `Kafka at ${at} does not enable SASL mechanism ${mechanism} on this listener (KafkaJS does not pass on the ones it offers; these scripts know PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512)${said}`;
@@ -375,7 +386,10 @@ export function connectFailure(
   if (found(/ILLEGAL_SASL_STATE/))
     return `${mismatch}: it takes no SASL (SSL or PLAINTEXT?)${said}`;
   if (found(/ALERT.*(CERTIFICATE|UNKNOWN_CA)/)) {
-    return `Kafka at ${at} refused our client certificate: mutual TLS needs one signed by a CA the broker trusts (KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION)${said}`;
+    const ours = s.KAFKA_SSL_CERTIFICATE_LOCATION || s.KAFKA_SSL_CERTIFICATE_PEM;
+    return ours
+      ? `Kafka at ${at} refused our client certificate: it must be signed by a CA the broker trusts${said}`
+      : `Kafka at ${at} wants a client certificate (mutual TLS: KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION)${said}`;
   }
   if (found(/CERT|SIGNATURE|ISSUER|SELF.SIGNED/)) {
     return `Certificate verification failed for Kafka at ${at}: its certificate is not signed by a CA we trust, or not for that name (KAFKA_SSL_CA_LOCATION names the CA to trust)${said}`;
