@@ -1983,12 +1983,19 @@ export function connectFailure(
 
 /**
  * KafkaJS's warnings and errors, minus the states a fresh broker or a leader election
- * passes through, which KafkaJS retries by itself: a normal start, not a fault.
+ * passes through, which KafkaJS retries by itself: a normal start, not a fault. A crash
+ * of the consumer for one of them, and the restart KafkaJS announces after it, included.
  */
 export function quietTransientErrors() {
   const transient = /coordinator is (not available|loading)|not the correct coordinator|leader/i;
+  let lastCrashTransient = false;
   return ({ level, label, namespace, log }: LogEntry) => {
-    if (level > logLevel.WARN || transient.test(log.error ?? "")) return;
+    if (level > logLevel.WARN) return;
+    if (log.message.startsWith("Crash: ")) lastCrashTransient = transient.test(log.message);
+    const quiet = log.message.startsWith("Restarting the consumer")
+      ? lastCrashTransient
+      : transient.test(`${log.message} ${log.error ?? ""}`);
+    if (quiet) return;
     console.error(
       JSON.stringify({ level: label, ...log, message: `[${namespace}] ${log.message}` }),
     );

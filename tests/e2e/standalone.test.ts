@@ -15,6 +15,7 @@ import { projectRoot } from "../../scripts/kafka-jvm.ts";
 import { type Runtime, runtimeBinary, runtimes } from "../../scripts/runtimes.ts";
 import { type StartOptions, type StopCondition, startCommand } from "../support/child.ts";
 import { committedOffsets, committedToEnd, endOffsets, uniqueName } from "../support/kafka.ts";
+import { PasswordWatch, securedAdmin, securedBroker, securedEnv } from "../support/secured.ts";
 import { type ApiStats, answered, total } from "../support/services.ts";
 
 const run = promisify(execFile);
@@ -62,11 +63,21 @@ const key = (runtime: Runtime, script: string) => `${runtime}/${script}`;
 /** PATH with the project's own bun, deno and node first, as a reader's would have them. */
 const path = () => `${bin}:${process.env.PATH}`;
 
-/** Runs a copied script from its own folder, exactly as its header says. */
-function start(runtime: Runtime, script: Script, options: StartOptions & { help?: boolean } = {}) {
+/**
+ * Runs a copied script from its own folder, exactly as its header says; `allowRead`: the
+ * files its header's Deno note says to add with --allow-read (TLS files).
+ */
+function start(
+  runtime: Runtime,
+  script: Script,
+  options: StartOptions & { help?: boolean; allowRead?: string[] } = {},
+) {
   const found = work.get(key(runtime, script));
   if (!found) throw new Error(`no folder for ${key(runtime, script)}`);
-  const [program, ...args] = found.command as [string, ...string[]];
+  const [program, run, ...rest] = found.command as [string, ...string[]];
+  const reading =
+    runtime === "deno" && options.allowRead ? [`--allow-read=${options.allowRead.join(",")}`] : [];
+  const args = [run, ...reading, ...rest].filter((word) => word !== undefined) as string[];
   return startCommand(program, options.help ? [...args, "--help"] : args, {
     ...options,
     cwd: found.folder,
@@ -178,6 +189,51 @@ describe.each(runtimes)("each script copied alone, on %s", (runtime) => {
           );
         }
       }
+    } finally {
+      api.child.kill("SIGTERM");
+      await api.done;
+    }
+  });
+
+  it("against a broker that demands TLS and SASL: a CA file (Deno: --allow-read, as the header says) and PEM text", async () => {
+    const secured = securedBroker();
+    const passwords = new PasswordWatch(secured);
+    const admin = securedAdmin(secured);
+    const scram = securedEnv(secured, "SASL_SSL SCRAM-SHA-512");
+    const topic = uniqueName(`standalone-tls-${runtime}`);
+    const messages = 100;
+    const api = start(runtime, "mock-api.ts", {
+      env: { PORT: "0", LATENCY_MS: "10", JITTER_MS: "0" },
+    });
+    try {
+      const base = (await api.waitForLine(/mock-api listening on/)).match(/(http:\/\/\S+)/)?.[1];
+      // The producer reads the CA from its file: on Deno only with --allow-read for it.
+      const produced = await start(runtime, "producer.ts", {
+        env: { ...scram, KAFKA_TOPIC: topic, MESSAGES: String(messages), ID_PREFIX: topic },
+        allowRead: [secured.caFile],
+      }).done;
+      passwords.watch(`producer.ts on ${runtime}`, produced);
+      expect(produced.code, produced.stderr).toBe(0);
+      // The consumer gets the CA as PEM text: the header's permissions as they are.
+      const { KAFKA_SSL_CA_LOCATION: caFile = "", ...withoutFile } = scram;
+      const groupId = `${topic}-solved`;
+      const consumed = await start(runtime, "consumer-solved.ts", {
+        env: {
+          ...withoutFile,
+          KAFKA_SSL_CA_PEM: await readFile(caFile, "utf8"),
+          KAFKA_TOPIC: topic,
+          KAFKA_GROUP_ID: groupId,
+          API_URL: `${base}/users`,
+        },
+        stopWhen: committedToEnd(admin, groupId, topic),
+      }).done;
+      passwords.watch(`consumer-solved.ts on ${runtime}`, consumed);
+      expect(consumed.stoppedWhenMet, consumed.stderr).toBe(true);
+      expect(consumed.code, consumed.stderr).toBe(0);
+      const succeeded = (await (await fetch(`${base}/succeeded`)).json()) as { ids: string[] };
+      expect(new Set(succeeded.ids).size).toBe(messages);
+      expect(await committedOffsets(admin, groupId, topic)).toEqual(await endOffsets(admin, topic));
+      passwords.expectNoneLeaked(2);
     } finally {
       api.child.kill("SIGTERM");
       await api.done;

@@ -108,6 +108,37 @@ describe.each([
     log(entry(logLevel.INFO, "INFO", "Consumer has joined the group"));
     expect(printed).not.toHaveBeenCalled();
 
+    // A crash for one of them, as a consumer in a fresh broker's first group meets it,
+    // and the restart KafkaJS announces after it.
+    const crash =
+      "Crash: KafkaJSProtocolError: The coordinator is loading and hence can't process requests for this group";
+    log({
+      ...entry(logLevel.ERROR, "ERROR", ""),
+      namespace: "Consumer",
+      log: { timestamp: "t", message: crash },
+    });
+    log({
+      ...entry(logLevel.ERROR, "ERROR", ""),
+      namespace: "Consumer",
+      log: { timestamp: "t", message: "Restarting the consumer in 300ms" },
+    });
+    expect(printed).not.toHaveBeenCalled();
+
+    log(entry(logLevel.ERROR, "ERROR", "This server does not host this topic-partition"));
+    expect(printed).toHaveBeenCalledTimes(1);
+    // A crash for anything else is shown, and so is the restart after it.
+    log({
+      ...entry(logLevel.ERROR, "ERROR", ""),
+      namespace: "Consumer",
+      log: { timestamp: "t", message: "Crash: KafkaJSConnectionError: Connection timeout" },
+    });
+    log({
+      ...entry(logLevel.ERROR, "ERROR", ""),
+      namespace: "Consumer",
+      log: { timestamp: "t", message: "Restarting the consumer in 300ms" },
+    });
+    expect(printed).toHaveBeenCalledTimes(3);
+    printed.mockClear();
     log(entry(logLevel.ERROR, "ERROR", "This server does not host this topic-partition"));
     expect(printed).toHaveBeenCalledTimes(1);
     expect(JSON.parse(String(printed.mock.calls[0]?.[0]))).toMatchObject({
