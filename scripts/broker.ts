@@ -11,6 +11,7 @@
 //   node scripts/broker.ts down    stop the one `up` started
 //   node scripts/broker.ts down --all   also stop every JVM broker this checkout left
 import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -18,14 +19,22 @@ import {
   isAlive,
   javaAvailable,
   kafkaHome,
+  kraftClusterId,
   listInstances,
   portIsFree,
   projectRoot,
+  serverProperties,
   startJvmBroker,
   stopJvmBroker,
 } from "./kafka-jvm.ts";
 import { waitForBroker } from "./kafka-ready.ts";
-import type { SecuredBroker } from "./kafka-secured.ts";
+import {
+  makeSecrets,
+  type SecuredBroker,
+  scramArguments,
+  securedProperties,
+  securedReady,
+} from "./kafka-secured.ts";
 
 const run = promisify(execFile);
 
@@ -45,6 +54,8 @@ export interface Broker {
 export class NoBrokerError extends Error {}
 
 const composeFile = join(projectRoot, "compose.yaml");
+/** compose.yaml's profile "secured" mounts this folder (ignored by git) into its broker. */
+export const composeSecuredDir = join(kafkaHome, "compose-secured");
 const currentFile = join(kafkaHome, "current.json");
 
 async function dockerEngineAnswers(): Promise<boolean> {
@@ -166,6 +177,7 @@ async function up(secured: boolean): Promise<void> {
     return;
   }
   const broker = await acquireBroker({ preferredPort: 9092, secured });
+  if (secured && broker.source === "docker") broker.secured = await upSecuredCompose();
   if (broker.source !== "KAFKA_BROKERS") {
     await mkdir(kafkaHome, { recursive: true });
     const record: CurrentBroker = {
@@ -179,7 +191,7 @@ async function up(secured: boolean): Promise<void> {
   console.log(`Kafka is up via ${broker.source}${where}.`);
   console.log(`export KAFKA_BROKERS=${broker.brokers}`);
   if (broker.secured) console.log(securedHelp(broker.secured));
-  else if (secured) console.log("(--secured: only the JVM broker has secured listeners)");
+  else if (secured) console.log("(--secured: KAFKA_BROKERS is an outside cluster; nothing added)");
   console.log("Stop it with: npm run broker:down");
 }
 
@@ -206,9 +218,41 @@ function securedHelp(secured: SecuredBroker): string {
   ].join("\n");
 }
 
+/**
+ * The files compose.yaml's profile "secured" reads: the same certificates, passwords,
+ * listeners and SCRAM credentials as the JVM broker's, with the container's paths.
+ */
+export async function writeComposeSecured(dir = composeSecuredDir): Promise<SecuredBroker> {
+  const secrets = await makeSecrets(dir);
+  const ports = { SASL_SSL: 9094, SSL: 9095, SASL_PLAINTEXT: 9096 };
+  // Inside the container: listen on every interface, give clients 127.0.0.1 (compose
+  // publishes these ports there only), read the secrets where the folder is mounted.
+  const hosts = { bind: "0.0.0.0", advertised: "127.0.0.1" };
+  const secured = securedProperties(secrets, "/etc/kafka/secrets", ports, hosts);
+  const layout = { dataDir: "/tmp/kafka-data", port: 19092, controllerPort: 19093, secured };
+  const write = (name: string, text: string) => writeFile(join(dir, name), text, { mode: 0o600 });
+  await write("server.properties", serverProperties({ ...layout, ...hosts }));
+  await write("scram-arguments", `${scramArguments(secrets).join("\n")}\n`);
+  // Kept: a container restarted on its data must find the cluster it was formatted for.
+  if (!existsSync(join(dir, "cluster-id"))) await write("cluster-id", kraftClusterId());
+  const addresses = {
+    SASL_SSL: "127.0.0.1:9094",
+    SSL: "127.0.0.1:9095",
+    SASL_PLAINTEXT: "127.0.0.1:9096",
+  };
+  return { ...secrets, addresses };
+}
+
+async function upSecuredCompose(): Promise<SecuredBroker> {
+  const secured = await writeComposeSecured();
+  await compose("--profile", "secured", "up", "-d", "--wait", "kafka-secured");
+  await securedReady(secured);
+  return secured;
+}
+
 async function down(all: boolean): Promise<void> {
   const current = await readCurrent();
-  if (current?.source === "docker") await compose("down", "--volumes");
+  if (current?.source === "docker") await compose("--profile", "secured", "down", "--volumes");
   if (current?.jvm) await stopJvmBroker(current.jvm);
   await rm(currentFile, { force: true });
   if (current) console.log(`Stopped the ${current.source} broker at ${current.brokers}.`);

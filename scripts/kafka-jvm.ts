@@ -155,25 +155,36 @@ export async function portIsFree(port: number): Promise<boolean> {
   });
 }
 
-function serverProperties(
-  dir: string,
-  port: number,
-  controllerPort: number,
-  secured?: ReturnType<typeof securedProperties>,
-): string {
+export interface Layout {
+  /** where the broker keeps its data */
+  dataDir: string;
+  port: number;
+  controllerPort: number;
+  /** the address it listens on, and the one it gives clients; 127.0.0.1 both by default */
+  bind?: string;
+  advertised?: string;
+  /** the secured listeners' lines (scripts/kafka-secured.ts) */
+  secured?: ReturnType<typeof securedProperties>;
+}
+
+/** server.properties of a single node; the Docker profile "secured" uses it too. */
+export function serverProperties(layout: Layout): string {
+  const { dataDir, port, controllerPort, bind = "127.0.0.1", advertised = bind } = layout;
+  const { secured } = layout;
   const extra = secured ? `,${secured.listeners}` : "";
+  const extraAdvertised = secured ? `,${secured.advertised}` : "";
   const extraMap = secured ? `,${secured.protocolMap}` : "";
   return `${[
     "# Written by scripts/kafka-jvm.ts: one node that is both broker and controller (KRaft).",
     "process.roles=broker,controller",
     "node.id=1",
-    `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
-    `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}${extra}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${port}${extra}`,
+    `controller.quorum.voters=1@${advertised}:${controllerPort}`,
+    `listeners=PLAINTEXT://${bind}:${port},CONTROLLER://${bind}:${controllerPort}${extra}`,
+    `advertised.listeners=PLAINTEXT://${advertised}:${port}${extraAdvertised}`,
     "controller.listener.names=CONTROLLER",
     "inter.broker.listener.name=PLAINTEXT",
     `listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${extraMap}`,
-    `log.dirs=${join(dir, "data")}`,
+    `log.dirs=${dataDir}`,
     "num.partitions=1",
     "# A single node can hold one replica only; without these, consumer groups and",
     "# transactions never find a coordinator.",
@@ -238,10 +249,9 @@ export async function startJvmBroker(options: StartOptions = {}): Promise<JvmBro
     : undefined;
   const securedLines =
     secrets && securedPorts ? securedProperties(secrets, secretsDir, securedPorts) : undefined;
+  const layout = { dataDir: join(dir, "data"), port, controllerPort, secured: securedLines };
   // It may hold the PLAIN users' passwords: readable by us only.
-  await writeFile(propertiesFile, serverProperties(dir, port, controllerPort, securedLines), {
-    mode: 0o600,
-  });
+  await writeFile(propertiesFile, serverProperties(layout), { mode: 0o600 });
 
   const classpath = `${libDir}/*`;
   const jvmLogging = `-Dlog4j2.configurationFile=${log4jConfig}`;
@@ -325,7 +335,7 @@ export async function startJvmBroker(options: StartOptions = {}): Promise<JvmBro
       abortIf: () =>
         exitCode === null ? undefined : `the broker process exited with code ${exitCode}`,
     });
-    if (broker.secured) await securedReady(broker.brokers, broker.secured);
+    if (broker.secured) await securedReady(broker.secured);
   } catch (error) {
     await stopJvmBroker(broker).catch(() => {});
     throw new Error(

@@ -187,22 +187,29 @@ export async function makeSecrets(dir: string): Promise<Omit<SecuredBroker, "add
   return made;
 }
 
-/** The lines server.properties needs for the secured listeners (after the plain ones). */
+/**
+ * The lines server.properties needs for the secured listeners (after the plain ones);
+ * `dir`: the secrets' folder as the broker sees it (in a container, where it is mounted).
+ */
 export function securedProperties(
-  secrets: Omit<SecuredBroker, "addresses">,
+  secrets: Pick<SecuredBroker, "admin" | "alice">,
   dir: string,
   ports: SecuredPorts,
-): { listeners: string; protocolMap: string; lines: string[] } {
+  hosts: { bind?: string; advertised?: string } = {},
+) {
+  const { bind = "127.0.0.1", advertised = bind } = hosts;
   const plain = (name: string) => `org.apache.kafka.common.security.${name}`;
   const users = [secrets.admin, secrets.alice];
   // PLAIN checks passwords against the listener's JAAS settings; SCRAM against the
   // credentials the storage tool put in the cluster's metadata.
   const plainJaas = `${plain("plain.PlainLoginModule")} required ${users.map((u) => `user_${u.username}="${u.password}"`).join(" ")};`;
   const scramJaas = `${plain("scram.ScramLoginModule")} required;`;
-  const listeners = securedListeners.map((name) => `${name}://127.0.0.1:${ports[name]}`).join(",");
+  const at = (host: string) =>
+    securedListeners.map((name) => `${name}://${host}:${ports[name]}`).join(",");
   const protocolMap = securedListeners.map((name) => `${name}:${name}`).join(",");
   return {
-    listeners,
+    listeners: at(bind),
+    advertised: at(advertised),
     protocolMap,
     lines: [
       "# Secured listeners (scripts/kafka-secured.ts): the certificates and passwords are",
@@ -210,7 +217,7 @@ export function securedProperties(
       "ssl.keystore.type=PEM",
       `ssl.keystore.location=${join(dir, "broker-keystore.pem")}`,
       "ssl.truststore.type=PEM",
-      `ssl.truststore.location=${secrets.caFile}`,
+      `ssl.truststore.location=${join(dir, "ca.pem")}`,
       "listener.name.ssl.ssl.client.auth=required",
       "# CN=alice in a client certificate is the principal User:alice.",
       "ssl.principal.mapping.rules=RULE:^CN=([^,]+).*$/$1/,DEFAULT",
@@ -274,17 +281,21 @@ export function clientOptions(
 }
 
 /**
- * After the broker answers in plain text: alice may use every topic and group (a test
- * denies her one with an ACL of its own), and admin can log in over SASL_SSL, or the
- * secured listeners are not what the tests expect.
+ * Once the broker is up: admin logs in over SASL_SSL (or the secured listeners are not
+ * what the tests expect), and lets alice use every topic and group (a test denies her
+ * one with an ACL of its own).
  */
-export async function securedReady(plaintext: string, secured: SecuredBroker): Promise<void> {
+export async function securedReady(secured: SecuredBroker): Promise<void> {
   hideTimeoutNegativeWarning();
   // Named imports of these do not reach Node's ESM loader from KafkaJS's CommonJS.
   const { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } = kafkajs;
   const quiet = { logLevel: logLevel.NOTHING, retry: { retries: 3 } };
-  const admin = new Kafka({ brokers: [plaintext], ...quiet }).admin();
-  await admin.connect();
+  const admin = new Kafka({ ...clientOptions(secured, "SASL_SSL"), ...quiet }).admin();
+  try {
+    await admin.connect();
+  } catch (error) {
+    throw new Error(`the SASL_SSL listener refused admin: ${(error as Error).message}`);
+  }
   try {
     const allow = (resourceType: number) => ({
       resourceType,
@@ -298,14 +309,5 @@ export async function securedReady(plaintext: string, secured: SecuredBroker): P
     await admin.createAcls({ acl: [allow(AclResourceTypes.TOPIC), allow(AclResourceTypes.GROUP)] });
   } finally {
     await admin.disconnect();
-  }
-  const check = new Kafka({ ...clientOptions(secured, "SASL_SSL"), ...quiet }).admin();
-  try {
-    await check.connect();
-    await check.describeCluster();
-  } catch (error) {
-    throw new Error(`the SASL_SSL listener refused admin: ${(error as Error).message}`);
-  } finally {
-    await check.disconnect();
   }
 }
