@@ -1753,21 +1753,10 @@ function secret(doc: string): Setting<string> {
 }
 
 /** What kafkaConnection and connectFailure read of a script's settings. */
-interface KafkaSettings {
+interface KafkaSettings extends Record<keyof ReturnType<typeof kafkaSecuritySettings>, string> {
   KAFKA_BROKERS: string;
   KAFKA_TOPIC: string;
   KAFKA_GROUP_ID?: string;
-  KAFKA_SECURITY_PROTOCOL: string;
-  KAFKA_SASL_MECHANISM: string;
-  KAFKA_SASL_USERNAME: string;
-  KAFKA_SASL_PASSWORD: string;
-  KAFKA_SSL_CA_LOCATION: string;
-  KAFKA_SSL_CA_PEM: string;
-  KAFKA_SSL_CERTIFICATE_LOCATION: string;
-  KAFKA_SSL_CERTIFICATE_PEM: string;
-  KAFKA_SSL_KEY_LOCATION: string;
-  KAFKA_SSL_KEY_PEM: string;
-  KAFKA_SSL_KEY_PASSWORD: string;
 }
 
 /**
@@ -1871,9 +1860,10 @@ function badSetting(name: string, why: string): never {
 /**
  * KafkaJS's own way of opening a connection (TLS or not), watched. Until a broker has
  * answered once, a certificate refused (ours or the broker's), an answer in TLS to plain
- * text, or a connection dropped unanswered twice means the settings do not fit the
- * listener; KafkaJS would retry that for 10 s and more, so `onMismatch` hears of it at
- * once. From the first answer on, KafkaJS's retries decide, as always.
+ * text, or a connection the broker dropped unanswered twice means the settings do not
+ * fit the listener; KafkaJS would retry that for 10 s and more, so `onMismatch` hears of
+ * it at once. What happens after KafkaJS itself ended a socket (its connection timeout)
+ * does not count; from the first answer on, KafkaJS's retries decide, as always.
  */
 function watchedSockets(onMismatch: (error: Error) => void): ISocketFactory {
   let answered = false;
@@ -1886,21 +1876,27 @@ function watchedSockets(onMismatch: (error: Error) => void): ISocketFactory {
     const broker = `${host}:${port}`;
     const mismatch = (message: string) =>
       onMismatch(Object.assign(new Error(message), { broker, unanswered: true }));
+    // Whether the broker ended it, not KafkaJS: judged at the first sign of the end.
+    let byBroker: boolean | undefined;
+    const theirs = () => {
+      byBroker ??= !socket.writableEnded;
+      return !answered && byBroker;
+    };
     let [connected, heard, lastError] = [false, false, ""];
     socket.once("connect", () => (connected = true));
     socket.once("data", (chunk: Buffer) => {
       // A TLS record (an alert) where a Kafka response should be: a TLS listener.
       const tlsRecord = !ssl && (chunk[0] === 0x15 || chunk[0] === 0x16) && chunk[1] === 3;
-      if (tlsRecord && !answered) mismatch("it answered in TLS");
+      if (tlsRecord && theirs()) mismatch("it answered in TLS");
       answered = heard = true;
     });
     socket.once("error", (error: Error & { code?: string }) => {
       lastError = `: ${error.message}`;
       const refused = /CERT|SIGNATURE|ISSUER|SELF.SIGNED|ALERT|UNKNOWN_CA/.test(`${error.code}`);
-      if (!answered && refused) onMismatch(Object.assign(error, { broker }));
+      if (refused && theirs()) onMismatch(Object.assign(error, { broker }));
     });
     socket.once("close", () => {
-      if (answered || heard || !connected || ++droppedUnanswered < 2) return;
+      if (!theirs() || heard || !connected || ++droppedUnanswered < 2) return;
       mismatch(`the connection was closed unanswered${lastError}`);
     });
     return socket;

@@ -6,7 +6,7 @@
 // runs holds a password, the wrong ones included.
 import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
-import { createServer, type Server } from "node:net";
+import { connect, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -14,7 +14,7 @@ import { projectRoot } from "../../scripts/kafka-jvm.ts";
 import { type Runtime, runtimeBinary, runtimes } from "../../scripts/runtimes.ts";
 import { runScript, startCommand } from "../support/child.ts";
 import { recordFigure } from "../support/figures.ts";
-import { createTopic, uniqueName } from "../support/kafka.ts";
+import { createTopic, endOffsets, uniqueName } from "../support/kafka.ts";
 import {
   denyAlice,
   PasswordWatch,
@@ -22,6 +22,7 @@ import {
   securedBroker,
   securedEnv,
 } from "../support/secured.ts";
+import { total } from "../support/services.ts";
 
 const secured = securedBroker();
 const plaintext = inject("kafkaSecuredPlaintext");
@@ -184,6 +185,52 @@ describe.concurrent.each(runtimes)(
   },
 );
 
+// ---- what is not a mistake is not reported as one ----
+
+/**
+ * A TCP relay to `target` that holds back the broker's first bytes by `delayMs` on the
+ * first `slow` connections: a broker far away, or a machine too busy to finish a TLS
+ * handshake within KafkaJS's connection timeout.
+ */
+async function slowRelay(target: string, delayMs: number, slow: number) {
+  const [host, port] = target.split(":") as [string, string];
+  let connections = 0;
+  const relay = createServer((client) => {
+    const delay = connections++ < slow ? delayMs : 0;
+    const broker = connect(Number(port), host);
+    client.on("data", (chunk) => broker.write(chunk));
+    broker.on("data", (chunk) => setTimeout(() => client.writable && client.write(chunk), delay));
+    const close = () => {
+      client.destroy();
+      broker.destroy();
+    };
+    for (const socket of [client, broker]) socket.on("close", close).on("error", close);
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  const address = relay.address();
+  const at = typeof address === "object" && address ? `127.0.0.1:${address.port}` : "";
+  return { at, connections: () => connections, close: () => relay.close() };
+}
+
+describe.concurrent.each(runtimes)("on %s, what is not a mistake is not called one", (runtime) => {
+  it("TLS handshakes KafkaJS gave up on (its connection timeout) are retried, and the run succeeds", async () => {
+    // producer.ts waits 3 s for a connection: the first two take longer.
+    const relay = await slowRelay(secured.addresses.SASL_SSL, 3_500, 2);
+    try {
+      const topic = uniqueName(`tls-slow-${runtime}`);
+      const run = await runScript(runtime, "producer.ts", {
+        env: { ...scram512, KAFKA_BROKERS: relay.at, KAFKA_TOPIC: topic, MESSAGES: "10" },
+      });
+      passwords.watch(`slow handshakes, producer.ts on ${runtime}`, run);
+      expect(run.code, run.stderr).toBe(0);
+      expect(relay.connections()).toBeGreaterThan(2); // it did time out, and tried again
+      expect(total(await endOffsets(admin, topic))).toBe(10);
+    } finally {
+      relay.close();
+    }
+  });
+});
+
 // ---- settings that contradict themselves or are incomplete: exit 2, no connection ----
 
 let listener: Server;
@@ -328,5 +375,5 @@ afterAll(async () => {
   console.log(
     `What a bad setup gets, seconds to exit (${new Date().toISOString()}):\n${table.join("\n")}`,
   );
-  passwords.expectNoneLeaked(runtimes.length * (mistakes.length + combinations.length) + 1);
+  passwords.expectNoneLeaked(runtimes.length * (mistakes.length + combinations.length + 1) + 1);
 });
