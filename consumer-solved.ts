@@ -1258,7 +1258,9 @@ export function decodeDone(metadata: string | null | undefined, committed: numbe
  * not when no broker answered at all (KafkaJSGroupCoordinatorNotFound while the only
  * broker restarts): then rejoin, 2 s later. Either way an outage (crashes because no
  * broker could be reached, with no join in between) that has lasted KAFKA_UNREACHABLE_MS
- * stops the consumer with exit 1, as does any other crash KafkaJS does not restart from.
+ * stops the consumer with exit 1, as does any other crash KafkaJS does not restart from,
+ * or no coordinator for the group from a broker that answered the rejoin: that broker
+ * refuses the group (an ACL), and waiting would not change it.
  */
 function afterCrash(
   consumer: Consumer,
@@ -1270,16 +1272,24 @@ function afterCrash(
   consumer.on(consumer.events.GROUP_JOIN, () => {
     awaySince = undefined;
   });
+  let answered = false; // the broker took the last rejoin's connection
   const rejoin = async () => {
     if (stopping()) return;
-    await consumer.connect().catch(() => {}); // run() crashes again if it still cannot
+    // run() crashes again if it still cannot
+    answered = await consumer.connect().then(
+      () => true,
+      () => false,
+    );
     if (!stopping()) await consume();
   };
   return ({ payload }: { payload: { error: Error; restart: boolean } }) => {
     if (stopping()) return;
     const { message } = payload.error;
-    if (!brokerAway(payload.error)) {
-      if (!payload.restart) void stop(`Kafka consumer crashed: ${message}`, 1);
+    // A broker that answers yet names no coordinator for the group refuses it (an ACL).
+    const refused = answered && payload.error.name === "KafkaJSGroupCoordinatorNotFound";
+    answered = false;
+    if (!brokerAway(payload.error) || refused) {
+      if (!payload.restart || refused) void stop(connectFailure(payload.error, settings), 1);
       return;
     }
     awaySince ??= performance.now();

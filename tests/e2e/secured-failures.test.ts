@@ -114,8 +114,19 @@ const mistakes: Mistake[] = [
     says: ({ topic }) => new RegExp(`refused user alice access to topic ${topic} \\(an ACL\\)`),
   },
   {
-    row: "an ACL refusing the group",
+    row: "an ACL refusing the group (fast)",
     script: "consumer-fast.ts",
+    env: () => scram256,
+    prepare: async ({ topic, group }) => {
+      await topicFor(topic);
+      await denyAlice(secured, { group });
+    },
+    says: ({ group }) =>
+      new RegExp(`refused user alice access to consumer group ${group} \\(an ACL`),
+  },
+  {
+    row: "an ACL refusing the group (solved)",
+    script: "consumer-solved.ts",
     env: () => scram256,
     prepare: async ({ topic, group }) => {
       await topicFor(topic);
@@ -213,7 +224,9 @@ async function slowRelay(target: string, delayMs: number, slow: number) {
 }
 
 describe.concurrent.each(runtimes)("on %s, what is not a mistake is not called one", (runtime) => {
-  it("TLS handshakes KafkaJS gave up on (its connection timeout) are retried, and the run succeeds", async () => {
+  it("TLS handshakes KafkaJS gave up on (its connection timeout) are retried, and the run succeeds", {
+    tags: ["full"],
+  }, async () => {
     // producer.ts waits 3 s for a connection: the first two take longer.
     const relay = await slowRelay(secured.addresses.SASL_SSL, 3_500, 2);
     try {

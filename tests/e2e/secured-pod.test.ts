@@ -1,3 +1,4 @@
+// @module-tag full
 // The memory promise over TLS: TLS buffers are memory too. consumer-solved.ts on its
 // defaults in a 256 MB memory cgroup (a pod), 64 KB messages, a backlog larger than the
 // pod, an API of 100 ms, on Bun and Node, once over SASL_SSL (SCRAM-SHA-512) and once in

@@ -36,7 +36,10 @@ it("the profile 'secured' runs the same image, from files outside git, with no s
   expect(secured).not.toMatch(/password=|user_\w+=|jaas\.config/i);
 });
 
-it("the profile 'secured' reads what broker:up --secured writes for it", async () => {
+// openssl makes the certificates: on a busy machine that takes seconds.
+it("the profile 'secured' reads what broker:up --secured writes for it", {
+  timeout: 60_000,
+}, async () => {
   const secured = service("kafka-secured");
   const target = secured.match(/\.\/\.kafka\/compose-secured:(\S+?):ro/)?.[1] as string;
   const dir = await mkdtemp(join(tmpdir(), "compose-secured-"));

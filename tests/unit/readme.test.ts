@@ -4,9 +4,12 @@ import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { projectRoot } from "../../scripts/kafka-jvm.ts";
 import { runtimeBinary } from "../../scripts/runtimes.ts";
+
+// Each case starts Node: on a busy machine that takes seconds.
+vi.setConfig({ testTimeout: 60_000 });
 
 const readme = readFileSync(join(projectRoot, "README.md"), "utf8");
 const security = /^ {2}KAFKA_(SECURITY|SASL|SSL)_/;
