@@ -1269,10 +1269,12 @@ function afterCrash(
   stop: (reason: string, exitCode: number) => Promise<void>,
 ) {
   let awaySince: number | undefined;
+  // The broker took our last connection: at the start (connect() just did), or a rejoin.
+  let answered = true;
   consumer.on(consumer.events.GROUP_JOIN, () => {
     awaySince = undefined;
+    answered = false; // a crash from now on proves it again, with a rejoin
   });
-  let answered = false; // the broker took the last rejoin's connection
   const rejoin = async () => {
     if (stopping()) return;
     // run() crashes again if it still cannot

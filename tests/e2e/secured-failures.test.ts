@@ -388,5 +388,6 @@ afterAll(async () => {
   console.log(
     `What a bad setup gets, seconds to exit (${new Date().toISOString()}):\n${table.join("\n")}`,
   );
-  passwords.expectNoneLeaked(runtimes.length * (mistakes.length + combinations.length + 1) + 1);
+  // At least these (the slow relay's runs are in the full tier only).
+  passwords.expectNoneLeaked(runtimes.length * (mistakes.length + combinations.length) + 1);
 });
