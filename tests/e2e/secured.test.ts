@@ -117,8 +117,8 @@ describe.concurrent.each(runtimes)(
       const topic = uniqueName(`tls-plain-bp-${runtime}`);
       const groupId = `${topic}-backpressure`;
       await fill(runtime, way, topic);
-      // An API of 10 s: the failure shows long before any call is answered.
-      await withApi({ LATENCY_MS: "10000", JITTER_MS: "0" }, async (api) => {
+      // An API of 20 s: the failure shows long before any call is answered.
+      await withApi({ LATENCY_MS: "20000", JITTER_MS: "0" }, async (api) => {
         // Bun's fetch opens 256 sockets and queues the rest inside Bun: that many arrive.
         const arriving = runtime === "bun" ? Math.min(256, messages) : messages;
         let answeredAtStop: number | undefined;
