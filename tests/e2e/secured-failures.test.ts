@@ -9,7 +9,7 @@ import { writeFile } from "node:fs/promises";
 import { connect, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { projectRoot } from "../../scripts/kafka-jvm.ts";
 import { type Runtime, runtimeBinary, runtimes } from "../../scripts/runtimes.ts";
 import { runScript, startCommand } from "../support/child.ts";
@@ -23,10 +23,6 @@ import {
   securedEnv,
 } from "../support/secured.ts";
 import { total } from "../support/services.ts";
-
-// At most three cases at once: the files beside this one (pod.test.ts) need the CPU
-// for what they measure, and a 2-core machine has little to spare.
-vi.setConfig({ maxConcurrency: 3 });
 
 const secured = securedBroker();
 const plaintext = inject("kafkaSecuredPlaintext");

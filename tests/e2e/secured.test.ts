@@ -7,7 +7,7 @@
 // certificate with an encrypted key from files, and the same as PEM text). Every piece
 // of evidence is read over the secured listener by the tests' own admin client; no
 // output of any run holds a password.
-import { afterAll, describe, expect, it, vi } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { type Runtime, runtimes } from "../../scripts/runtimes.ts";
 import { type RunResult, runScript, type StopCondition } from "../support/child.ts";
 import { expectCommittedToEnd, expectExactlyOnce } from "../support/evidence.ts";
@@ -20,10 +20,6 @@ import {
   type Way,
 } from "../support/secured.ts";
 import { type MockApi, startMockApi, total } from "../support/services.ts";
-
-// At most three cases at once: the files beside this one (pod.test.ts) need the CPU
-// for what they measure, and a 2-core machine has little to spare.
-vi.setConfig({ maxConcurrency: 3 });
 
 const secured = securedBroker();
 const admin = securedAdmin(secured);
