@@ -6,10 +6,10 @@ import { defineConfig } from "vitest/config";
 // Three projects. `unit` is pure logic. `e2e` runs its files side by side: they mostly
 // wait (on slow mock APIs, on the broker, on the kernel's verdict), each with its own
 // topics, groups, APIs and cgroups. `e2e-alone` holds the few files whose assertions
-// compare rates or peaks of runs made one after another: they run afterwards, one at a
-// time, on a quiet machine. Both e2e projects share one real Kafka broker
+// compare rates of runs made one after another: they run afterwards, one at a time, on
+// a quiet machine. Both e2e projects share one real Kafka broker
 // (tests/global-setup.ts).
-const alone = ["tests/e2e/goodput.test.ts", "tests/e2e/backlog.test.ts"];
+const alone = ["tests/e2e/goodput.test.ts"];
 const sideBySide = 3; // e2e files at once on this 2-core machine (unit shares the group)
 const casesAtOnce = 3; // within a file, cases marked concurrent
 

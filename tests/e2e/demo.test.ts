@@ -2,8 +2,8 @@
 // A smoke run of `npm run demo`: a small backlog, to prove the pieces still fit
 // together and that it cleans up after itself. It asserts nothing about speed or
 // memory; tests/e2e/memory.test.ts and pod.test.ts do.
-import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,25 +12,28 @@ import { startCommand } from "../support/child.ts";
 
 const brokers = inject("kafkaBrokers");
 
-/** Pids of the project's example scripts running now. */
-function scriptPids(): Set<string> {
-  try {
-    const out = execFileSync("pgrep", ["-f", "(mock-api|producer|consumer-[a-z]+)\\.ts"], {
-      encoding: "utf8",
-    });
-    return new Set(out.split("\n").filter(Boolean));
-  } catch {
-    return new Set(); // pgrep exits 1 when nothing matches
-  }
+/**
+ * Pids of live processes whose environment holds `marker`: the demo's, and whatever it
+ * started, which inherit its environment (other files' processes run side by side).
+ */
+function markedPids(marker: string): string[] {
+  return readdirSync("/proc").filter((pid) => {
+    if (!/^\d+$/.test(pid)) return false;
+    try {
+      return readFileSync(`/proc/${pid}/environ`, "latin1").split("\0").includes(marker);
+    } catch {
+      return false; // gone meanwhile, or not ours to read
+    }
+  });
 }
 
 it("npm run demo --quick runs both consumers, writes its summary and chart, and leaves nothing running", async () => {
   const out = await mkdtemp(join(tmpdir(), "demo-"));
-  const before = scriptPids();
+  const marker = `DEMO_TEST_RUN=${randomUUID()}`;
   try {
     // The README's command, through npm.
     const run = await startCommand("npm", ["run", "demo", "--", "--quick", "--out", out], {
-      env: { KAFKA_BROKERS: brokers },
+      env: { KAFKA_BROKERS: brokers, DEMO_TEST_RUN: marker.split("=")[1] },
     }).done;
     expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
     expect(run.stdout).toMatch(/\| unbounded \|/);
@@ -42,8 +45,7 @@ it("npm run demo --quick runs both consumers, writes its summary and chart, and 
     for (const consumer of result.consumers) expect(consumer.samples.length).toBeGreaterThan(0);
     expect((await readFile(join(out, "memory.svg"), "utf8")).startsWith("<svg")).toBe(true);
     expect(existsSync(join(out, "demo.md"))).toBe(true);
-    const left = [...scriptPids()].filter((pid) => !before.has(pid));
-    expect(left, "processes the demo left behind").toEqual([]);
+    expect(markedPids(marker), "processes the demo left behind").toEqual([]);
   } finally {
     await rm(out, { recursive: true, force: true });
   }
