@@ -1617,11 +1617,14 @@ function exposition(parts: Parts, ends: Map<number, PartitionEnd>): string {
 
 /**
  * Bytes the kernel charges to this process's memory cgroup, what a pod's limit counts
- * (cgroup v2 memory.current, v1 memory.usage_in_bytes); undefined outside one, or where
- * reading is not allowed. Deno lets a program read /proc and /sys only with --allow-all,
- * and would ask on a terminal without --allow-read: it is not tried there without it.
+ * (cgroup v2 memory.current, v1 memory.usage_in_bytes); undefined outside a container
+ * (no memory limit below the machine's: the files there count a whole login session or
+ * machine, not this process), or where reading is not allowed. Deno lets a program read
+ * /proc and /sys only with --allow-all, and would ask on a terminal without
+ * --allow-read: it is not tried there without it.
  */
 function cgroupMemoryBytes(): number | undefined {
+  if (containerLimitMb() === undefined) return undefined;
   type Deno = { permissions: { querySync(p: { name: "read"; path: string }): { state: string } } };
   const deno = (globalThis as { Deno?: Deno }).Deno;
   const own = "/proc/self/cgroup";

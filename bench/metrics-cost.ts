@@ -11,7 +11,7 @@
  * Then, apart from the noise of a whole run, the CPU one GET of /metrics (and, for the
  * HTTP server's share, of /healthz) costs an idle consumer, read from /proc.
  *
- *   node bench/metrics-cost.ts [--rounds=4] [--messages=20000] [--runtimes=bun,node] [--requests=2000]
+ *   node bench/metrics-cost.ts [--rounds=4] [--messages=60000] [--runtimes=bun,deno,node] [--requests=2000]
  *
  * KAFKA_BROKERS, or a broker of its own (scripts/broker.ts). Writes
  * bench/results/metrics-cost-<date>.json and bench/results/metrics-cost.md (OUT_DIR).
@@ -194,14 +194,15 @@ function report(runs: Run[], runtimes: Runtime[], header: string): string {
     );
     return modes.map((mode) => {
       const mine = runs.filter((r) => r.runtime === runtime && r.mode === mode.id);
-      const steady = mine.map((r) => r.steadyPerSec ?? 0);
-      const mid = median(steady);
+      // null: the run was over too soon to have a steady middle (raise --messages)
+      const steady = mine.map((r) => r.steadyPerSec);
+      const mid = median(steady.filter((n) => n !== null));
       const scrape = mine.flatMap((r) => (r.scrapeMs.p50 === null ? [] : [r.scrapeMs.p50]));
       const scrapeMax = Math.max(0, ...mine.map((r) => r.scrapeMs.max ?? 0));
       return [
         runtime,
         mode.label,
-        steady.map((n) => fmt(n)).join(", "),
+        steady.map((n) => (n === null ? "too short" : fmt(n))).join(", "),
         fmt(mid),
         base && mid ? `${((mid / base) * 100).toFixed(0)} %` : "-",
         scrape.length ? `${fmt(median(scrape), 1)} / ${fmt(scrapeMax, 1)}` : "-",
@@ -219,8 +220,8 @@ function report(runs: Run[], runtimes: Runtime[], header: string): string {
 async function main() {
   if (printedHelp(import.meta.url)) return;
   const rounds = numberOption("ROUNDS", 4);
-  const messages = numberOption("MESSAGES", 20_000);
-  const runtimes = runtimeList(listOption("RUNTIMES", "bun,node"));
+  const messages = numberOption("MESSAGES", 60_000); // Bun takes 20,000 in 3 s: too short to have a steady middle
+  const runtimes = runtimeList(listOption("RUNTIMES", "bun,deno,node"));
   const outDir = resolve(projectRoot, option("OUT_DIR", "bench/results"));
   let broker: Broker | undefined;
   let api: MockApi | undefined;
