@@ -96,6 +96,31 @@ export function lastJsonLine(text: string): Record<string, unknown> | undefined 
   return undefined;
 }
 
+/**
+ * Children still running when this process ends (a test run cut short by `--bail`, an
+ * abort, a crash) are killed with it, so no mock API or consumer outlives the run.
+ * Vitest ends its workers with SIGTERM, which skips "exit" handlers: on SIGTERM, unless
+ * the program has its own handler (the demo and the benchmarks stop theirs gracefully),
+ * kill them and end as SIGTERM would have.
+ */
+const shared = globalThis as { runningChildren?: Set<ChildProcess> };
+// One set per process, however often a test runner loads this module.
+shared.runningChildren ??= killedOnExit(new Set<ChildProcess>());
+const running = shared.runningChildren;
+
+function killedOnExit(children: Set<ChildProcess>): Set<ChildProcess> {
+  const killAll = () => {
+    for (const child of children) child.kill("SIGKILL");
+  };
+  process.once("exit", killAll);
+  process.once("SIGTERM", () => {
+    if (process.listenerCount("SIGTERM") > 0) return;
+    killAll();
+    process.kill(process.pid, "SIGTERM");
+  });
+  return children;
+}
+
 /** Starts `script` (a path relative to the project root) on `runtime`. */
 export function startScript(runtime: Runtime, script: string, options: StartOptions = {}) {
   const { command, args } = runtimeCommand(runtime, join(projectRoot, script), options.args ?? []);
@@ -114,6 +139,8 @@ export function startCommand(program: string, programArgs: string[], options: St
   });
   if (child.pid === undefined) throw new Error(`could not start ${command}`);
   const pid = child.pid;
+  running.add(child);
+  child.once("exit", () => running.delete(child));
   let stdout = "";
   let stderr = "";
   const waiters = new Set<{ pattern: RegExp; resolve: (line: string) => void }>();
