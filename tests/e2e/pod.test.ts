@@ -31,7 +31,7 @@ import {
 import { type Runtime, runtimes } from "../../scripts/runtimes.ts";
 import { requireCgroupSupport, skipUnless } from "../support/cgroups.ts";
 import { type RunningScript, type RunResult, startScript } from "../support/child.ts";
-import { recordFigure } from "../support/figures.ts";
+import { recordFigure, runFigures } from "../support/figures.ts";
 import { committedOffsets, endOffsets, uniqueName } from "../support/kafka.ts";
 import {
   answered,
@@ -164,11 +164,8 @@ function record(
     runtime,
     consumer,
     messages: work.messages,
-    observedPeakRssMb: run.observedPeakRssMb,
-    reportedPeakRssMb: Number(run.summary?.peakRssMb) || undefined,
+    ...runFigures(run),
     ceilingMb: limitMb,
-    seconds: run.durationMs / 1_000,
-    exit: run.signal ?? String(run.code),
     note: `charged peak ${stats.peakMb.toFixed(0)} MB, OOM kills ${stats.oomKills}${extra}`,
   });
 }

@@ -5,7 +5,7 @@
 // consumer as real processes; the duplicates are what the API saw twice, the side
 // effects what it did, the commits what the broker holds.
 import { describe, expect, inject, it } from "vitest";
-import { recordFigure } from "../support/figures.ts";
+import { recordFigure, runFigures } from "../support/figures.ts";
 import {
   committedOffsets,
   committedToEnd,
@@ -125,10 +125,7 @@ async function stragglers(commitMetadata: boolean): Promise<StragglerResult> {
     runtime: "bun",
     consumer: "solved",
     messages: backlog.messages,
-    observedPeakRssMb: second.observedPeakRssMb,
-    reportedPeakRssMb: Number(second.summary?.peakRssMb) || undefined,
-    seconds: second.durationMs / 1_000,
-    exit: String(second.code),
+    ...runFigures(second),
     note: `dup ${redone}, bound ${bound}, skipped ${skipped}`,
   });
   return { duplicates: redone, bound, skipped, stats, atKill };
@@ -314,10 +311,7 @@ describe("consumer-solved.ts redoes only unfinished work after a crash", () => {
       runtime: "node",
       consumer: "solved",
       messages: backlog.messages,
-      observedPeakRssMb: a.observedPeakRssMb,
-      reportedPeakRssMb: Number(a.summary?.peakRssMb) || undefined,
-      seconds: a.durationMs / 1_000,
-      exit: String(a.code),
+      ...runFigures(a),
       note: `dup ${redone}, bound ${inFlight + recent}`,
     });
     expect(redone).toBeLessThanOrEqual(inFlight + recent);

@@ -16,7 +16,7 @@ import { type Runtime, runtimes } from "../../scripts/runtimes.ts";
 import { requireCgroupSupport } from "../support/cgroups.ts";
 import { type RunningScript, type RunResult, startScript, until } from "../support/child.ts";
 import { expectExactlyOnce } from "../support/evidence.ts";
-import { recordFigure } from "../support/figures.ts";
+import { recordFigure, runFigures } from "../support/figures.ts";
 import { committedToEnd, endOffsets, uniqueName, withAdmin } from "../support/kafka.ts";
 import {
   byPartition,
@@ -135,11 +135,8 @@ describe.skipIf(skip)("scaling out: more members of one consumer group", () => {
           runtime,
           consumer: "consumer-solved.ts",
           messages,
-          observedPeakRssMb: run.observedPeakRssMb,
-          reportedPeakRssMb: Number(run.summary?.peakRssMb) || undefined,
+          ...runFigures(run),
           ceilingMb: limitMb,
-          seconds: run.durationMs / 1_000,
-          exit: run.signal ?? String(run.code),
           note: `charged peak ${pod.peakMb.toFixed(0)} MB, processed ${run.summary?.processed}`,
         });
       });

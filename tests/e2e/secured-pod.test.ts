@@ -12,7 +12,7 @@ import type { Runtime } from "../../scripts/runtimes.ts";
 import { requireCgroupSupport } from "../support/cgroups.ts";
 import { startScript } from "../support/child.ts";
 import { expectAnsweredOnce, expectCommittedToEnd } from "../support/evidence.ts";
-import { recordFigure } from "../support/figures.ts";
+import { recordFigure, runFigures } from "../support/figures.ts";
 import { uniqueName } from "../support/kafka.ts";
 import { PasswordWatch, securedAdmin, securedBroker, securedEnv } from "../support/secured.ts";
 import {
@@ -77,11 +77,8 @@ describe.skipIf(!support.ok)(`in a ${limitMb} MB pod, 64 KB messages, over TLS a
           runtime,
           consumer: "solved",
           messages: work.messages,
-          observedPeakRssMb: run.observedPeakRssMb,
-          reportedPeakRssMb: Number(run.summary?.peakRssMb) || undefined,
+          ...runFigures(run),
           ceilingMb: limitMb,
-          seconds: run.durationMs / 1_000,
-          exit: run.signal ?? String(run.code),
           note: `charged peak ${stats.peakMb.toFixed(0)} MB, OOM kills ${stats.oomKills}, ${perSecond.toFixed(0)} msg/s, ${megabytes.toFixed(1)} MB/s`,
         });
         // The kernel's word first, then the API's and the broker's.

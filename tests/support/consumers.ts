@@ -4,7 +4,7 @@ import { expect } from "vitest";
 import type { Runtime } from "../../scripts/runtimes.ts";
 import { type RunResult, runScript, type StartOptions } from "./child.ts";
 import { expectAnsweredOnce, expectCommittedToEnd } from "./evidence.ts";
-import { recordFigure } from "./figures.ts";
+import { recordFigure, runFigures } from "./figures.ts";
 import { readTopic } from "./kafka.ts";
 import { answered, type Backlog, consumerEnv, type MockApi } from "./services.ts";
 
@@ -110,17 +110,13 @@ export function recordRun(
   run: RunResult,
   extra: { ceilingMb?: number; note?: string } = {},
 ) {
-  const reported = Number(run.summary?.peakRssMb);
   recordFigure({
     case: caseName,
     runtime,
     consumer,
     messages: backlog.messages,
-    observedPeakRssMb: run.observedPeakRssMb,
-    reportedPeakRssMb: Number.isFinite(reported) ? reported : undefined,
+    ...runFigures(run),
     ceilingMb: extra.ceilingMb ?? Number(run.summary?.memoryLimitMb),
-    seconds: run.durationMs / 1_000,
-    exit: run.signal ?? String(run.code),
     note: extra.note,
   });
 }

@@ -5,6 +5,7 @@ import { appendFileSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { inject } from "vitest";
 import { kafkaHome } from "../../scripts/kafka-jvm.ts";
+import type { RunResult } from "./child.ts";
 
 export interface Figure {
   case: string;
@@ -35,6 +36,18 @@ export function recordFigure(figure: Figure) {
   const file = inject("figuresFile");
   mkdirSync(dirname(file), { recursive: true });
   appendFileSync(file, `${JSON.stringify(figure)}\n`);
+}
+
+/** What every run gives a figure: peak RSS seen and self-reported, its length, how it ended. */
+export function runFigures(
+  run: RunResult,
+): Pick<Figure, "observedPeakRssMb" | "reportedPeakRssMb" | "seconds" | "exit"> {
+  return {
+    observedPeakRssMb: run.observedPeakRssMb,
+    reportedPeakRssMb: Number(run.summary?.peakRssMb) || undefined,
+    seconds: run.durationMs / 1_000,
+    exit: run.signal ?? String(run.code),
+  };
 }
 
 export function readFigures(file: string): Figure[] {

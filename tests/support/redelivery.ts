@@ -5,7 +5,7 @@ import { expect, inject } from "vitest";
 import type { Runtime } from "../../scripts/runtimes.ts";
 import type { RunResult, StopCondition } from "./child.ts";
 import { answeredTwice, belowCommitted, expectAnsweredAtLeastOnce, idOf } from "./evidence.ts";
-import { recordFigure } from "./figures.ts";
+import { recordFigure, runFigures } from "./figures.ts";
 import {
   committedOffsets,
   committedToEnd,
@@ -154,10 +154,7 @@ export function record(
     runtime,
     consumer: "solved",
     messages: typeof backlog === "number" ? backlog : backlog.messages,
-    observedPeakRssMb: run.observedPeakRssMb,
-    reportedPeakRssMb: Number(run.summary?.peakRssMb) || undefined,
-    seconds: run.durationMs / 1_000,
-    exit: run.signal ?? String(run.code),
+    ...runFigures(run),
     note,
   });
 }
