@@ -137,10 +137,11 @@ describe.skipIf(!support.ok)(title, () => {
   it.skipIf(noCpu)(cpuTitle, async () => {
     // Unthrottled run of the same work, for the log only: speed is never asserted.
     const free = await runNode(busy);
-    // A tenth, not half: the kernel counts a throttle only when the child used its whole
-    // quota in a period. With the other test files busy on two cores, a child got less
-    // than half a core in every period (CI, 2026-12-07: none throttled at a half). With 12
-    // busy loops beside it: 0 of 51 periods throttled at a half, 32 of 32 at a tenth.
+    // The kernel counts a throttle only when the child used its whole quota in a period.
+    // With the other test files busy on two cores, a child got less than half a core in
+    // every period (CI, 2026-12-07: none throttled at a half; beside 12 busy loops, 0 of
+    // 51). Now a cgroup with a quota also gets a high weight (see createCgroup), and a
+    // tenth leaves a margin even where the weight would not help.
     await withCgroup({ name: "cpu", memoryLimitMb: 200, cpuQuota: 0.1 }, async (cgroup) => {
       const result = await runNode(busy, cgroup);
       const cpu = await cgroup.cpuStats();
