@@ -7,22 +7,29 @@
  *     cgroup): the kernel's peak charge, peak RSS, msg/s and MB/s;
  *   - solved with no memory limit at all (MEMORY_LIMIT_MB=0, no cgroup): msg/s and MB/s,
  *     what the budget costs in speed;
+ *   - the bare fetch loop (bench/fetch-loop.ts), no Kafka and no limit: CONCURRENCY
+ *     POSTs of bodies of the same size to the same API, what this machine can move at
+ *     best on that runtime (the best runtime's figure is the machine's bare limit);
  *   - unbounded (consumer-backpressure.ts) with no limit: how high memory goes without
  *     bounds.
- * Writes bench/results/sizes.md, sizes-<date>.json and memory-by-size.svg.
+ * Modes run one after another for each size and runtime, so each ratio compares runs
+ * minutes apart at most. Writes bench/results/sizes.md, sizes-<date>.json and
+ * memory-by-size.svg.
  *
  *   node bench/sizes.ts
- *   RUNTIMES=bun SIZES_KB=1,64 node bench/sizes.ts
+ *   RUNTIMES=bun SIZES_KB=1,64 MODES=pod,free node bench/sizes.ts
  *
  * Options (flag --name=value or environment variable):
  *   RUNTIMES       bun,deno,node                            [bun,deno,node]
  *   SIZES_KB       message sizes in KB                      [1,16,64,256,900]
+ *   MODES          pod, free (no limit), bare, unbounded    [pod,free,bare,unbounded]
  *   LATENCY_MS     the API's latency                        [100]
  *   POD_MB         the memory cgroup's limit                [256]
  *   MAX_MESSAGES   the backlog's cap in messages            [20000]
  *   OUT_DIR        where results go                         [bench/results]
  */
 import { mkdir, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { acquireBroker } from "../scripts/broker.ts";
 import { cgroupSupport, createCgroup } from "../scripts/cgroup.ts";
@@ -57,7 +64,13 @@ import {
 const byteCap = 16 * 2 ** 20;
 const concurrency = 200;
 
-type Mode = "solved in pod" | "solved, no limit" | "unbounded, no limit";
+const modes = {
+  pod: "solved in pod",
+  free: "solved, no limit",
+  bare: "bare fetch loop, no limit",
+  unbounded: "unbounded, no limit",
+} as const;
+type Mode = (typeof modes)[keyof typeof modes];
 
 interface Cell {
   runtime: Runtime;
@@ -71,6 +84,8 @@ interface Cell {
   mbPerSec: number;
   /** the busiest-second median of the API's successes, from its timeline */
   steadyPerSec: number;
+  /** 1-minute load average when the run started (the machine is shared) */
+  loadAtStart: number;
   peakRssMb: number;
   peakChargedMb?: number;
   oomKills?: number;
@@ -80,6 +95,13 @@ async function main() {
   if (printedHelp(import.meta.url)) return;
   const runtimes = runtimeList(listOption("RUNTIMES", "bun,deno,node"));
   const sizesKb = listOption("SIZES_KB", "1,16,64,256,900").map(Number);
+  const chosen = listOption("MODES", Object.keys(modes).join(",")).map((id) => {
+    if (!(id in modes)) {
+      console.error(`MODES: unknown "${id}"; known: ${Object.keys(modes).join(", ")}`);
+      process.exit(2);
+    }
+    return modes[id as keyof typeof modes];
+  });
   const latencyMs = numberOption("LATENCY_MS", 100);
   const podMb = numberOption("POD_MB", 256);
   const maxMessages = numberOption("MAX_MESSAGES", 20_000);
@@ -102,7 +124,7 @@ async function main() {
         payloadBytes: size,
       });
       for (const runtime of runtimes) {
-        for (const mode of ["solved in pod", "solved, no limit", "unbounded, no limit"] as Mode[]) {
+        for (const mode of chosen) {
           const cell = await measure(runtime, mode, backlog, sizeKb);
           cells.push(cell);
           console.log(
@@ -118,21 +140,35 @@ async function main() {
 
   async function measure(runtime: Runtime, mode: Mode, backlog: Backlog, sizeKb: number) {
     await api.reset();
-    const solved = mode !== "unbounded, no limit";
+    const loadAtStart = loadavg()[0] ?? 0;
     const env = consumerEnv(broker.brokers, backlog.topic, uniqueName(`sizes-${runtime}`), {
       API_URL: api.usersUrl,
-      ...(mode === "solved in pod" ? {} : { MEMORY_LIMIT_MB: "0" }),
+      ...(mode === modes.pod ? {} : { MEMORY_LIMIT_MB: "0" }),
+      // for the bare loop, which has no topic: as many bodies of the same size
+      ...(mode === modes.bare
+        ? {
+            CONCURRENCY: String(concurrency),
+            MESSAGES: String(backlog.messages),
+            PAYLOAD_BYTES: String(sizeKb * 1_024),
+          }
+        : {}),
     });
-    const script = solved ? "consumer-solved.ts" : "consumer-backpressure.ts";
+    const script = {
+      [modes.pod]: "consumer-solved.ts",
+      [modes.free]: "consumer-solved.ts",
+      [modes.bare]: "bench/fetch-loop.ts",
+      [modes.unbounded]: "consumer-backpressure.ts",
+    }[mode];
     const cgroup =
-      mode === "solved in pod"
+      mode === modes.pod
         ? await createCgroup({ memoryLimitMb: podMb, name: `sizes-${runtime}` })
         : undefined;
     let run: RunResult;
     let pod: { peakMb: number; oomKills: number } | undefined;
     try {
       // Once the API has answered every id, SIGTERM: its summary then covers the run.
-      const stopWhen = answered(api, backlog.messages);
+      // (The bare loop stops by itself.)
+      const stopWhen = mode === modes.bare ? undefined : answered(api, backlog.messages);
       run = await runScript(runtime, script, { env, wrap: cgroup?.wrap, stopWhen });
       pod = await cgroup?.stats();
     } finally {
@@ -153,6 +189,7 @@ async function main() {
       msgPerSec,
       mbPerSec: (msgPerSec * sizeKb) / 1_024,
       steadyPerSec: busyMedian(timeline),
+      loadAtStart,
       peakRssMb: run.observedPeakRssMb,
       peakChargedMb: pod?.peakMb,
       oomKills: pod?.oomKills,
@@ -171,6 +208,7 @@ async function main() {
     fmt(c.mbPerSec, 1),
     fmt(c.peakRssMb),
     c.peakChargedMb === undefined ? "-" : fmt(c.peakChargedMb),
+    fmt(c.loadAtStart, 1),
   ]);
   const m = machine();
   const versions = runtimeVersions();
@@ -179,6 +217,10 @@ async function main() {
     "",
     `Measured ${startedAt.toISOString()} on ${describeMachine(m)}; ${runtimes.map((r) => `${r} ${versions[r]}`).join(", ")}.`,
     `API ${latencyMs} ms; the solved consumer on its defaults (CONCURRENCY ${concurrency}, byte cap 16 MB): at most ${fmt(limitPerSec)} msg/s, or byte cap ÷ size × 1 s ÷ latency for large messages. "In pod": a ${podMb} MB memory cgroup. "Steady": the median of the API's busiest seconds, share of CONCURRENCY ÷ latency.`,
+    "",
+    ...ratios(cells, podMb),
+    "",
+    "Every run:",
     "",
     markdownTable(
       [
@@ -192,9 +234,10 @@ async function main() {
         "MB/s",
         "peak RSS (MB)",
         "peak charged (MB)",
+        "load at start",
       ],
       rows,
-      ["l", "l", "l", "r", "l", "r", "r", "r", "r", "r"],
+      ["l", "l", "l", "r", "l", "r", "r", "r", "r", "r", "r"],
     ),
     "",
   ].join("\n");
@@ -206,9 +249,9 @@ async function main() {
   );
   const svg = await sizeChart(
     cells
-      .filter((c) => c.mode !== "solved, no limit")
+      .filter((c) => c.mode === modes.pod || c.mode === modes.unbounded)
       .map((c) => ({
-        series: `${c.mode === "solved in pod" ? "solved (charged, in pod)" : "unbounded (RSS)"} ${c.runtime}`,
+        series: `${c.mode === modes.pod ? "solved (charged, in pod)" : "unbounded (RSS)"} ${c.runtime}`,
         size: `${c.sizeKb} KB`,
         value: c.peakChargedMb ?? c.peakRssMb,
       })),
@@ -219,6 +262,63 @@ async function main() {
   );
   await writeChart(join(outDir, "memory-by-size.svg"), svg);
   console.log(markdown);
+}
+
+/**
+ * One row per size and runtime: the pod's steady rate against the same consumer's with
+ * no limit, and against the bare fetch loop's at that size (the best runtime's: what
+ * this machine can move; each runtime's own beside it).
+ */
+function ratios(cells: Cell[], podMb: number): string[] {
+  const steadyMb = (c: Cell | undefined) =>
+    c === undefined ? undefined : (c.steadyPerSec * c.sizeKb) / 1_024;
+  const find = (sizeKb: number, runtime: Runtime, mode: Mode) =>
+    cells.find((c) => c.sizeKb === sizeKb && c.runtime === runtime && c.mode === mode);
+  const share = (a: number | undefined, b: number | undefined) =>
+    a === undefined || !b ? "-" : fmt(a / b, 2);
+  const rows: string[][] = [];
+  for (const sizeKb of [...new Set(cells.map((c) => c.sizeKb))]) {
+    const here = cells.filter((c) => c.sizeKb === sizeKb);
+    const bareLimit = Math.max(
+      0,
+      ...here.filter((c) => c.mode === modes.bare).map((c) => steadyMb(c) ?? 0),
+    );
+    for (const runtime of [...new Set(here.map((c) => c.runtime))]) {
+      const [pod, free, bare] = [modes.pod, modes.free, modes.bare].map((m) =>
+        find(sizeKb, runtime, m),
+      );
+      const rate = (c: Cell | undefined) =>
+        c === undefined ? "-" : `${fmt(steadyMb(c), 1)} (${fmt(c.steadyPerSec)})`;
+      rows.push([
+        `${sizeKb} KB`,
+        runtime,
+        rate(pod),
+        pod?.peakChargedMb === undefined ? "-" : fmt(pod.peakChargedMb),
+        rate(free),
+        share(steadyMb(pod), steadyMb(free)),
+        rate(bare),
+        share(steadyMb(pod), bareLimit),
+      ]);
+    }
+  }
+  return [
+    `Steady rates, MB/s (msg/s). "pod ÷ no limit": the same consumer, same backlog, same API; "÷ bare limit": the pod's MB/s over the best bare fetch loop at that size (no Kafka, no limit), what this machine moves.`,
+    "",
+    markdownTable(
+      [
+        "size",
+        "runtime",
+        `in a ${podMb} MB pod`,
+        "charged peak (MB)",
+        "no limit",
+        "pod ÷ no limit",
+        "bare fetch loop",
+        "pod ÷ bare limit",
+      ],
+      rows,
+      ["r", "l", "r", "r", "r", "r", "r", "r"],
+    ),
+  ];
 }
 
 /** The median of the seconds with at least half the busiest second's successes. */

@@ -15,7 +15,7 @@ afterAll(() => rmSync(outDir, { recursive: true, force: true }));
 const support = await requireCgroupSupport("bench-sizes.test");
 
 it.skipIf(!support.ok)(
-  "bench/sizes.ts runs the three consumers and writes JSON, Markdown and an SVG chart",
+  "bench/sizes.ts runs the three consumers and the bare loop, and writes JSON, Markdown and an SVG chart",
   async () => {
     const run = await runScript("node", "bench/sizes.ts", {
       env: {
@@ -37,9 +37,16 @@ it.skipIf(!support.ok)(
       ]),
     );
     const markdown = readFileSync(join(outDir, "sizes.md"), "utf8");
-    for (const consumer of ["solved in pod", "solved, no limit", "unbounded, no limit"]) {
+    for (const consumer of [
+      "solved in pod",
+      "solved, no limit",
+      "bare fetch loop, no limit",
+      "unbounded, no limit",
+    ]) {
       expect(markdown).toContain(`| 16 KB | bun | ${consumer} | 300/300 |`);
     }
+    // The ratios: one row for the size and runtime, every figure filled in.
+    expect(markdown).toMatch(/^\| +16 KB \| bun +\|(?: +[\d.,]+(?: \([\d,]+\))? +\|){6}$/m);
     expect(readFileSync(join(outDir, "memory-by-size.svg"), "utf8")).toMatch(
       /^<svg[\s\S]*<\/svg>\s*$/,
     );

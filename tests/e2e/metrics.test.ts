@@ -10,19 +10,11 @@
 //     not answer), 200 once the consumer has joined.
 //   - /healthz and /readyz answer within 50 ms while the consumer is paused with its
 //     queue full behind a slow API; then, stopping, /readyz says 503 and /healthz 200.
-import { readFileSync } from "node:fs";
 import { totalmem } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { freePort, projectRoot } from "../../scripts/kafka-jvm.ts";
-import { type Runtime, runtimeBinary, runtimes } from "../../scripts/runtimes.ts";
-import {
-  type RunningScript,
-  type StartOptions,
-  startCommand,
-  startScript,
-  until,
-} from "../support/child.ts";
+import { freePort } from "../../scripts/kafka-jvm.ts";
+import { runtimes } from "../../scripts/runtimes.ts";
+import { type RunningScript, until } from "../support/child.ts";
 import {
   committedOffsets,
   committedToEnd,
@@ -48,6 +40,7 @@ import {
   produce,
   startMockApi,
 } from "../support/services.ts";
+import { startSolvedAsUser } from "../support/solved.ts";
 
 const brokers = inject("kafkaBrokers");
 const skip = skipWithoutPrometheusTools("metrics.test");
@@ -68,20 +61,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([fastApi?.stop(), slowApi?.stop()]);
 });
-
-/** consumer-solved.ts as a user runs it: Deno with its header's permissions only. */
-function startConsumer(runtime: Runtime, options: StartOptions): RunningScript {
-  if (runtime !== "deno") return startScript(runtime, "consumer-solved.ts", options);
-  // A task is its command, or an object with the command and a description.
-  type Task = string | { command: string };
-  const deno = JSON.parse(readFileSync(join(projectRoot, "deno.json"), "utf8")) as {
-    tasks: Record<string, Task>;
-  };
-  const task = deno.tasks["consumer-solved"] as Task;
-  const words = (typeof task === "string" ? task : task.command).split(" ");
-  const script = join(projectRoot, words.at(-1) as string);
-  return startCommand(runtimeBinary("deno"), [...words.slice(1, -1), script], options);
-}
 
 /** A sample's value read straight from the text, for deciding when to stop only. */
 function quick(text: string, name: string): Map<string, number> {
@@ -110,7 +89,7 @@ describe.skipIf(skip).each(runtimes)("consumer-solved.ts as a service, on %s", (
     const ends = await endOffsets(brokers, work.topic);
     const scraper = scrapeEvery(`http://127.0.0.1:${port}/metrics`, 250);
     const caughtUp = committedToEnd(brokers, groupId, work.topic);
-    const consumer = startConsumer(runtime, {
+    const consumer = startSolvedAsUser(runtime, {
       env: consumerEnv(brokers, work.topic, groupId, {
         API_URL: fastApi.usersUrl,
         CONCURRENCY: "50",
@@ -254,7 +233,7 @@ describe.skipIf(skip).each(runtimes)("consumer-solved.ts as a service, on %s", (
     await holding;
     const groupState = async () =>
       (await withAdmin(brokers, (admin) => admin.describeGroups([groupId]))).groups[0];
-    const consumer = startConsumer(runtime, {
+    const consumer = startSolvedAsUser(runtime, {
       env: consumerEnv(brokers, work.topic, groupId, {
         API_URL: fastApi.usersUrl,
         METRICS_PORT: String(port),
@@ -309,7 +288,7 @@ describe.skipIf(skip).each(runtimes)("consumer-solved.ts as a service, on %s", (
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
     const concurrency = 20;
-    const consumer = startConsumer(runtime, {
+    const consumer = startSolvedAsUser(runtime, {
       env: consumerEnv(brokers, work.topic, groupId, {
         API_URL: slowApi.usersUrl,
         CONCURRENCY: String(concurrency),

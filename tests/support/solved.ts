@@ -1,8 +1,18 @@
 // consumer-solved.ts as a child process watched through its JSON status lines: wait for
 // a condition on them (processed so far, queue full, …) and keep them for assertions.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterEach, expect } from "vitest";
-import type { Runtime } from "../../scripts/runtimes.ts";
-import { type RunningScript, type RunResult, type StopCondition, startScript } from "./child.ts";
+import { projectRoot } from "../../scripts/kafka-jvm.ts";
+import { type Runtime, runtimeBinary } from "../../scripts/runtimes.ts";
+import {
+  type RunningScript,
+  type RunResult,
+  type StartOptions,
+  type StopCondition,
+  startCommand,
+  startScript,
+} from "./child.ts";
 import { type MockApi, startMockApi } from "./services.ts";
 
 /** One status line of consumer-solved.ts (STATUS_FORMAT=json). */
@@ -58,6 +68,21 @@ export function statusesOf(run: Pick<RunResult, "stdout">): SolvedStatus[] {
     .split("\n")
     .map(parseStatus)
     .filter((status) => status !== undefined);
+}
+
+/**
+ * consumer-solved.ts as a user runs it: Deno with its header's permissions only
+ * (deno.json's task, which tests/unit/drift.test.ts keeps equal to the header), not the
+ * -A the harness gives scripts otherwise.
+ */
+export function startSolvedAsUser(runtime: Runtime, options: StartOptions): RunningScript {
+  if (runtime !== "deno") return startScript(runtime, "consumer-solved.ts", options);
+  const deno = JSON.parse(readFileSync(join(projectRoot, "deno.json"), "utf8")) as {
+    tasks: Record<string, string>;
+  };
+  const words = (deno.tasks["consumer-solved"] as string).split(" ");
+  const script = join(projectRoot, words.at(-1) as string);
+  return startCommand(runtimeBinary("deno"), [...words.slice(1, -1), script], options);
 }
 
 /** Starts consumer-solved.ts with JSON status lines. */
