@@ -77,10 +77,13 @@ export function statusesOf(run: Pick<RunResult, "stdout">): SolvedStatus[] {
  */
 export function startSolvedAsUser(runtime: Runtime, options: StartOptions): RunningScript {
   if (runtime !== "deno") return startScript(runtime, "consumer-solved.ts", options);
+  // A task is its command, or an object with the command and a description.
+  type Task = string | { command: string };
   const deno = JSON.parse(readFileSync(join(projectRoot, "deno.json"), "utf8")) as {
-    tasks: Record<string, string>;
+    tasks: Record<string, Task>;
   };
-  const words = (deno.tasks["consumer-solved"] as string).split(" ");
+  const task = deno.tasks["consumer-solved"] as Task;
+  const words = (typeof task === "string" ? task : task.command).split(" ");
   const script = join(projectRoot, words.at(-1) as string);
   return startCommand(runtimeBinary("deno"), [...words.slice(1, -1), script], options);
 }
