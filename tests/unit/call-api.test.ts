@@ -23,6 +23,12 @@ beforeAll(async () => {
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     return c.body("late", 201);
   });
+  // Holds the calls whose ?n= is a multiple of 4 for 1 s, answers the others at once.
+  app.post("/some-slow", async (c) => {
+    const n = Number(c.req.query("n"));
+    if (n % 4 === 0) await new Promise((resolve) => setTimeout(resolve, 1_000));
+    return c.body(`answer ${n}`, 201);
+  });
   await new Promise<void>((resolve) => {
     const server = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 }, (info) => {
       base = `http://127.0.0.1:${info.port}`;
@@ -82,6 +88,22 @@ describe("callApi", () => {
       kind: "timeout",
       reason: "no answer within 100 ms",
     });
+  });
+
+  it("over kept-alive connections, each held call times out and each other one is ok", async () => {
+    // Deno's node:http answered "ok" for held calls here once their connections were
+    // reused: the consumer's client must tell each call's own fate, call after call.
+    const kinds = new Map<number, string>();
+    let next = 0;
+    const worker = async () => {
+      while (next < 40) {
+        const n = next++;
+        kinds.set(n, (await call(`/some-slow?n=${n}`, 300)).kind);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    for (const [n, kind] of kinds) expect(kind, `call ${n}`).toBe(n % 4 === 0 ? "timeout" : "ok");
+    expect(kinds.size).toBe(40);
   });
 
   it("a refused connection is unreachable, naming the cause", async () => {
