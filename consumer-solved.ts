@@ -886,12 +886,6 @@ export async function callApi(
 
 type HttpAnswer = { status: number; retryAfter: string | null; text: string };
 
-/** Kept-alive connections, one pool per scheme, reused call after call as fetch's are. */
-const agents = {
-  "http:": new http.Agent({ keepAlive: true }),
-  "https:": new https.Agent({ keepAlive: true }),
-};
-
 /**
  * One POST: the status, Retry-After and the answer's text. Rejects if the connection
  * fails or the answer is cut short; `signal` aborts it. Node: node:http(s), not fetch,
@@ -902,17 +896,7 @@ const agents = {
  * the pod); Deno's, on kept-alive connections, answered "ok" for calls that an abort
  * should have ended as timeouts (1 timeout for 48 calls the API held past it).
  */
-function post(
-  url: string,
-  body: Uint8Array<ArrayBuffer>,
-  headers: Record<string, string>,
-  signal: AbortSignal,
-): Promise<HttpAnswer> {
-  if ("Bun" in globalThis || "Deno" in globalThis) {
-    return postWithFetch(url, body, headers, signal);
-  }
-  return postWithHttp(url, body, headers, signal);
-}
+const post = "Bun" in globalThis || "Deno" in globalThis ? postWithFetch : postWithHttp;
 
 async function postWithFetch(
   url: string,
@@ -925,6 +909,12 @@ async function postWithFetch(
   return { status: response.status, retryAfter: response.headers.get("retry-after"), text };
 }
 
+/** Kept-alive connections, one pool per scheme, reused call after call as fetch's are. */
+const [httpAgent, httpsAgent] = [
+  new http.Agent({ keepAlive: true }),
+  new https.Agent({ keepAlive: true }),
+];
+
 function postWithHttp(
   url: string,
   body: Uint8Array,
@@ -932,8 +922,7 @@ function postWithHttp(
   signal: AbortSignal,
 ): Promise<HttpAnswer> {
   const target = new URL(url);
-  const client = target.protocol === "https:" ? https : http;
-  const agent = target.protocol === "https:" ? agents["https:"] : agents["http:"];
+  const [client, agent] = target.protocol === "https:" ? [https, httpsAgent] : [http, httpAgent];
   const length = String(body.byteLength);
   return new Promise((resolve, reject) => {
     const options = {
