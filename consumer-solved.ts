@@ -894,7 +894,8 @@ type HttpAnswer = { status: number; retryAfter: string | null; text: string };
  * 167 MB and 1,669/s; in a 256 MB pod the solved consumer went from 439 to 870 msg/s.
  * Bun and Deno: their own fetch. Bun's node:http was slower (550 against 750 msg/s in
  * the pod); Deno's, on kept-alive connections, answered "ok" for calls that an abort
- * should have ended as timeouts (1 timeout for 48 calls the API held past it).
+ * should have ended as timeouts (1 timeout for 48 calls the API held past it), kept
+ * their sockets open, and sent them twice (denoland/deno#36786).
  */
 const post = "Bun" in globalThis || "Deno" in globalThis ? postWithFetch : postWithHttp;
 

@@ -9,7 +9,7 @@ import { defineConfig } from "vitest/config";
 // compare rates of runs made one after another: they run afterwards, one at a time, on
 // a quiet machine. Both e2e projects share one real Kafka broker
 // (tests/global-setup.ts).
-const alone = ["tests/e2e/goodput.test.ts"];
+const alone = ["tests/e2e/goodput.test.ts", "tests/e2e/pod-rate.test.ts"];
 const sideBySide = 3; // e2e files at once on this 2-core machine (unit shares the group)
 const casesAtOnce = 3; // within a file, cases marked concurrent
 

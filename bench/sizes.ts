@@ -42,8 +42,10 @@ import {
   answered,
   type Backlog,
   consumerEnv,
+  type MockApi,
   produce,
   startMockApi,
+  steadyRate,
 } from "../tests/support/services.ts";
 import {
   apiTimeline,
@@ -71,6 +73,26 @@ const modes = {
   unbounded: "unbounded, no limit",
 } as const;
 type Mode = (typeof modes)[keyof typeof modes];
+
+/** A run with no new answer for this long is stopped and marked stalled. */
+const stallMs = 60_000;
+
+/** Met once the API has answered every id, or once no new id was answered for `ms`. */
+function answeredOrStalled(api: MockApi, count: number, ms: number) {
+  const done = answered(api, count);
+  let [last, lastChangeAt] = [-1, Date.now()];
+  const condition = {
+    stalled: false,
+    met: async () => {
+      if (await done.met()) return true;
+      const now = (await api.stats()).distinctSucceeded;
+      if (now !== last) [last, lastChangeAt] = [now, Date.now()];
+      condition.stalled = Date.now() - lastChangeAt > ms;
+      return condition.stalled;
+    },
+  };
+  return condition;
+}
 
 interface Cell {
   runtime: Runtime;
@@ -164,12 +186,15 @@ async function main() {
         ? await createCgroup({ memoryLimitMb: podMb, name: `sizes-${runtime}` })
         : undefined;
     let run: RunResult;
+    let stalled = false;
     let pod: { peakMb: number; oomKills: number } | undefined;
     try {
       // Once the API has answered every id, SIGTERM: its summary then covers the run.
       // (The bare loop stops by itself.)
-      const stopWhen = mode === modes.bare ? undefined : answered(api, backlog.messages);
+      const stopWhen =
+        mode === modes.bare ? undefined : answeredOrStalled(api, backlog.messages, stallMs);
       run = await runScript(runtime, script, { env, wrap: cgroup?.wrap, stopWhen });
+      stalled = stopWhen?.stalled ?? false;
       pod = await cgroup?.stats();
     } finally {
       await cgroup?.remove();
@@ -183,12 +208,14 @@ async function main() {
       sizeKb,
       mode,
       messages: backlog.messages,
-      exit: run.signal ?? String(run.code),
+      exit: stalled
+        ? `stalled (no answer for ${stallMs / 1_000} s)`
+        : (run.signal ?? String(run.code)),
       processed,
       seconds,
       msgPerSec,
       mbPerSec: (msgPerSec * sizeKb) / 1_024,
-      steadyPerSec: busyMedian(timeline),
+      steadyPerSec: steadyRate(timeline),
       loadAtStart,
       peakRssMb: run.observedPeakRssMb,
       peakChargedMb: pod?.peakMb,
@@ -319,13 +346,6 @@ function ratios(cells: Cell[], podMb: number): string[] {
       ["r", "l", "r", "r", "r", "r", "r", "r"],
     ),
   ];
-}
-
-/** The median of the seconds with at least half the busiest second's successes. */
-function busyMedian(perSecond: number[]): number {
-  const peak = Math.max(0, ...perSecond);
-  const busy = perSecond.filter((n) => n >= peak / 2).sort((a, b) => a - b);
-  return busy.length === 0 ? 0 : (busy[Math.floor(busy.length / 2)] ?? 0);
 }
 
 if (import.meta.main) await main();

@@ -21,36 +21,27 @@
 // tier (`npm test`) runs the 256 KB cases, where garbage comes fastest (every break of
 // the memory bound this suite has caught showed there); the others are tagged `full`.
 import { afterAll, describe, expect, inject, it, vi } from "vitest";
-import {
-  type Cgroup,
-  type CgroupStats,
-  createCgroup,
-  listCgroups,
-  oomKilled,
-} from "../../scripts/cgroup.ts";
+import { listCgroups, oomKilled } from "../../scripts/cgroup.ts";
 import { type Runtime, runtimes } from "../../scripts/runtimes.ts";
 import { requireCgroupSupport, skipUnless } from "../support/cgroups.ts";
-import { type RunningScript, type RunResult, startScript } from "../support/child.ts";
 import { recordFigure, runFigures } from "../support/figures.ts";
-import { committedOffsets, endOffsets, uniqueName } from "../support/kafka.ts";
+import { committedOffsets, endOffsets } from "../support/kafka.ts";
 import {
-  answered,
-  type Backlog,
-  consumerEnv,
-  type MockApi,
-  produce,
-  startMockApi,
-} from "../support/services.ts";
+  backlogOf,
+  backlogsBySize,
+  byteCap,
+  concurrency,
+  expectWellUnder,
+  inPod,
+  podLimitMb as limitMb,
+  type PodRun,
+  withApi,
+} from "../support/pod.ts";
+import { type Backlog, startMockApi } from "../support/services.ts";
 
 const brokers = inject("kafkaBrokers");
-const limitMb = 256;
-/** the solved consumer's defaults */
-const byteCap = 16 * 2 ** 20;
-const concurrency = 200;
 const kb = 1_024;
 const sizes = [1 * kb, 16 * kb, 64 * kb, 256 * kb, 900 * kb];
-/** At least 20 times the byte cap, or 20,000 messages, whichever is less. */
-const backlogOf = (size: number) => Math.min(20_000, Math.ceil((20 * byteCap) / size));
 /** Sizes whose backlog does not fit in the pod (at 1 KB it is 20 MB). */
 const pilingSizes = sizes.filter((size) => backlogOf(size) * size > limitMb * 2 ** 20);
 
@@ -61,8 +52,7 @@ const [pileUpMs, heldMs] = [20_000, 5_000];
 const quickSizes = [256 * kb];
 const tier = (size: number) => ({ tags: quickSizes.includes(size) ? [] : ["full"] });
 
-/** Each run's limit; each case's timeout is a little longer. */
-const runLimitMs = 280_000;
+/** A little longer than a run's limit (support/pod.ts's runLimitMs). */
 const caseTimeoutMs = 300_000;
 vi.setConfig({ testTimeout: caseTimeoutMs });
 
@@ -73,82 +63,7 @@ const label = (size: number) => `${size / kb} KB`;
 const sized = (list: number[]) => list.map((size) => [label(size), size] as const);
 
 /** One backlog per size, shared by every runtime and consumer (each its own group). */
-const backlogs = new Map<number, Promise<Backlog>>();
-function backlog(size: number): Promise<Backlog> {
-  let made = backlogs.get(size);
-  if (!made) {
-    made = produce(brokers, uniqueName(`pod-${size / kb}k`), {
-      messages: backlogOf(size),
-      payloadBytes: size,
-    });
-    backlogs.set(size, made);
-  }
-  return made;
-}
-
-interface PodRun {
-  run: RunResult;
-  stats: CgroupStats;
-  groupId: string;
-  /** scheduler periods in which the CPU quota held the process back, if it had one */
-  throttled?: number;
-}
-
-/** A mock API of its own for one case, so cases side by side do not share its counts. */
-async function withApi<T>(latencyMs: number, use: (api: MockApi) => Promise<T>): Promise<T> {
-  const jitter = latencyMs >= 1_000 ? 100 : 10;
-  const api = await startMockApi({ LATENCY_MS: String(latencyMs), JITTER_MS: String(jitter) });
-  try {
-    return await use(api);
-  } finally {
-    await api.stop();
-  }
-}
-
-/**
- * Runs a consumer script in a fresh pod on its defaults plus `env`, calls `during`
- * while it runs (e.g. to stop it), and always removes the cgroup afterwards.
- */
-async function inPod(
-  api: MockApi,
-  runtime: Runtime,
-  script: "consumer-solved.ts" | "consumer-backpressure.ts",
-  work: Backlog,
-  name: string,
-  env: Record<string, string> = {},
-  during?: (running: RunningScript) => Promise<void>,
-  cpuQuota?: number,
-): Promise<PodRun> {
-  const groupId = `${work.topic}-${name}-${runtime}`;
-  const cgroup: Cgroup = await createCgroup({
-    memoryLimitMb: limitMb,
-    name: `${name}-${runtime}`,
-    cpuQuota,
-  });
-  try {
-    const running = startScript(runtime, script, {
-      env: consumerEnv(brokers, work.topic, groupId, {
-        API_URL: api.usersUrl,
-        ...env,
-      }),
-      wrap: cgroup.wrap,
-      // Done once the API has answered every id; then SIGTERM, and it must exit 0.
-      stopWhen: answered(api, work.messages),
-    });
-    // A run that outlives its case is stopped, whatever the case is waiting for.
-    const watchdog = setTimeout(() => running.child.kill("SIGKILL"), runLimitMs);
-    try {
-      await during?.(running);
-    } finally {
-      void running.done.finally(() => clearTimeout(watchdog));
-    }
-    const run = await running.done;
-    const throttled = cpuQuota === undefined ? undefined : (await cgroup.cpuStats()).throttled;
-    return { run, stats: await cgroup.stats(), groupId, throttled };
-  } finally {
-    await cgroup.remove();
-  }
-}
+const backlog = backlogsBySize(brokers, "pod");
 
 function record(
   what: string,
@@ -168,15 +83,6 @@ function record(
     ceilingMb: limitMb,
     note: `charged peak ${stats.peakMb.toFixed(0)} MB, OOM kills ${stats.oomKills}${extra}`,
   });
-}
-
-/** The kernel's word first: no OOM kill, the peak charge 25% under the limit, exit 0. */
-function expectWellUnder({ run, stats }: PodRun) {
-  expect(stats.oomKills, `exit ${run.code}/${run.signal}`).toBe(0);
-  expect(stats.peakMb).toBeLessThanOrEqual(0.75 * limitMb);
-  expect(run.code, run.stderr.slice(-2_000)).toBe(0);
-  // On its defaults it took its budget from the cgroup, and never passed it.
-  expect(run.summary).toMatchObject({ memoryLimitMb: limitMb, memoryLimitExceeded: false });
 }
 
 function expectStoppedByTheLimit({ run, stats }: PodRun) {
@@ -205,7 +111,14 @@ describe.skipIf(!support.ok)(
             () =>
               withApi(100, async (api) => {
                 const work = await backlog(size);
-                const pod = await inPod(api, runtime, "consumer-solved.ts", work, "solved");
+                const pod = await inPod(
+                  brokers,
+                  api,
+                  runtime,
+                  "consumer-solved.ts",
+                  work,
+                  "solved",
+                );
                 const rate = work.messages / (Number(pod.run.summary?.durationMs) / 1_000);
                 record(
                   `pod, API 100 ms, ${label(size)}`,
@@ -235,16 +148,9 @@ describe.skipIf(!support.ok)(
         const api = await startMockApi({ LATENCY_MS: "100", JITTER_MS: "10" });
         try {
           const work = await backlog(256 * kb);
-          const pod = await inPod(
-            api,
-            "node",
-            "consumer-solved.ts",
-            work,
-            "half-core",
-            {},
-            undefined,
-            0.5,
-          );
+          const pod = await inPod(brokers, api, "node", "consumer-solved.ts", work, "half-core", {
+            cpuQuota: 0.5,
+          });
           record("pod, API 100 ms, 256 KB", "node", "solved, half a core", work, pod);
           expectWellUnder(pod);
           expect(pod.throttled).toBeGreaterThan(0); // the quota did hold it back
@@ -261,9 +167,17 @@ describe.skipIf(!support.ok)(
           it(`the unbounded consumer is stopped by the limit at ${name}`, tier(size), () =>
             withApi(pileUpMs, async (api) => {
               const work = await backlog(size);
-              const pod = await inPod(api, runtime, "consumer-backpressure.ts", work, "unbounded", {
-                MEMORY_LIMIT_MB: String(limitMb),
-              });
+              const pod = await inPod(
+                brokers,
+                api,
+                runtime,
+                "consumer-backpressure.ts",
+                work,
+                "unbounded",
+                {
+                  env: { MEMORY_LIMIT_MB: String(limitMb) },
+                },
+              );
               record(`pod, API 20 s, ${label(size)}`, runtime, "unbounded", work, pod);
               expectStoppedByTheLimit(pod);
             }),
@@ -277,12 +191,14 @@ describe.skipIf(!support.ok)(
             withApi(pileUpMs, async (api) => {
               // The same script and backlog with every bound off: what the bounds are worth.
               const work = await backlog(256 * kb);
-              const pod = await inPod(api, runtime, "consumer-solved.ts", work, "lifted", {
-                MEMORY_LIMIT_MB: "0",
-                HIGH_WATERMARK: "10000000",
-                LOW_WATERMARK: "5000000",
-                MAX_BUFFERED_BYTES: String(2 ** 40),
-                MAX_UNCOMMITTED: "100000000",
+              const pod = await inPod(brokers, api, runtime, "consumer-solved.ts", work, "lifted", {
+                env: {
+                  MEMORY_LIMIT_MB: "0",
+                  HIGH_WATERMARK: "10000000",
+                  LOW_WATERMARK: "5000000",
+                  MAX_BUFFERED_BYTES: String(2 ** 40),
+                  MAX_UNCOMMITTED: "100000000",
+                },
               });
               record("pod, API 20 s, 256 KB", runtime, "solved, bounds lifted", work, pod);
               expect(oomKilled(pod.run, pod.stats), `exit ${pod.run.code}/${pod.run.signal}`).toBe(
@@ -301,14 +217,8 @@ describe.skipIf(!support.ok)(
                 // Two rounds of calls answered: by then it has filled its queue and paused.
                 const rounds = 2 * Math.min(concurrency, Math.floor(byteCap / size));
                 let answered = 0;
-                const pod = await inPod(
-                  api,
-                  runtime,
-                  "consumer-solved.ts",
-                  work,
-                  "held",
-                  {},
-                  async (running) => {
+                const pod = await inPod(brokers, api, runtime, "consumer-solved.ts", work, "held", {
+                  during: async (running) => {
                     while (answered < rounds) {
                       answered = (await api.stats()).succeeded;
                       if (running.child.exitCode !== null) return; // ended early: the checks below say why
@@ -316,7 +226,7 @@ describe.skipIf(!support.ok)(
                     }
                     running.child.kill("SIGTERM");
                   },
-                );
+                });
                 record(
                   `pod, API 5 s, ${label(size)}`,
                   runtime,

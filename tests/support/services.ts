@@ -37,8 +37,20 @@ export interface MockApi {
   ids(): Promise<string[]>;
   /** ids in the order the API answered them 201: the evidence of delivery */
   succeeded(): Promise<string[]>;
+  /** successes in each second since the last reset */
+  timeline(): Promise<number[]>;
   reset(): Promise<void>;
   stop(): Promise<void>;
+}
+
+/**
+ * A run's steady rate from the API's timeline: the median of the seconds with at least
+ * half the busiest second's successes (not the start, not the last stragglers).
+ */
+export function steadyRate(perSecond: number[]): number {
+  const peak = Math.max(0, ...perSecond);
+  const busy = perSecond.filter((n) => n >= peak / 2).sort((a, b) => a - b);
+  return busy.length === 0 ? 0 : (busy[Math.floor(busy.length / 2)] ?? 0);
 }
 
 /** Met once the API has answered 201 for `count` distinct ids since its last reset. */
@@ -66,6 +78,7 @@ export async function startMockApi(
     stats: () => get<ApiStats>("/stats"),
     ids: async () => (await get<{ ids: string[] }>("/ids")).ids,
     succeeded: async () => (await get<{ ids: string[] }>("/succeeded")).ids,
+    timeline: async () => (await get<{ perSecond: number[] }>("/timeline")).perSecond,
     reset: async () => {
       await get("/reset", { method: "POST" });
     },
