@@ -360,10 +360,11 @@ export class Watermarks {
  * Keeps the process under its memory budget. A message is copied several times on its
  * way to the API, and a collector that sees a heap far smaller than the machine runs
  * late: garbage, not the messages held, fills a pod. So past `collectAt` of the budget,
- * collect for every `collectEvery` of it taken in; if memory in use is still past
- * `pauseAt` after one, report pressure, and collect at most every `minGapMs` while it lasts, less often
- * (up to 16×) while collections do not relieve it: memory a runtime keeps after freeing
- * is not garbage, and each futile full collection stalls the calls in flight.
+ * collect for every `collectEvery` of it taken in; if resident memory is still past
+ * `pauseAt` after one, report pressure, and collect at most every `minGapMs` while it
+ * lasts, less often (up to 16×) while collections do not relieve it: memory a runtime
+ * keeps after freeing is not garbage, and each futile full collection stalls the calls
+ * in flight.
  */
 export class MemoryGuard {
   pressure = false;
@@ -404,7 +405,7 @@ export class MemoryGuard {
     if (this.#bytesSinceCheck >= this.collectEveryBytes / 4) this.check(now);
   }
 
-  /** Samples memory in use, collects if it is due, and returns whether there is pressure. */
+  /** Samples resident memory, collects if it is due, and returns whether there is pressure. */
   check(now = performance.now()): boolean {
     this.#bytesSinceCheck = 0;
     let rssMb = this.#residentMb();
@@ -1737,8 +1738,9 @@ function residentMb(): number {
     try {
       const status = readFileSync("/proc/self/status", "latin1");
       let kb = 0;
-      for (const [, value] of status.matchAll(/^Rss(?:Anon|Shmem):\s+(\d+) kB$/gm))
+      for (const [, value] of status.matchAll(/^Rss(?:Anon|Shmem):\s+(\d+) kB$/gm)) {
         kb += Number(value);
+      }
       if (kb > 0) return kb / 1024;
     } catch {
       procStatusReadable = false;

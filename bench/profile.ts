@@ -4,15 +4,17 @@
  * API has answered a backlog of SIZE_KB messages (20 times the byte cap, at most 20,000),
  * then sums the profile's self time by part: garbage collection, KafkaJS, the HTTP
  * client (undici for fetch, node:http), the script itself, the rest of Node's own code,
- * and V8 outside JavaScript ("program"). Prints a Markdown table; idle time is left out.
+ * built-ins and V8 outside JavaScript ("program"); then the functions with the most
+ * self time. Prints Markdown tables; idle time is left out.
  *
  *   node bench/profile.ts
- *   git show 2e46ab7:consumer-solved.ts > /tmp/before.ts && SCRIPT=/tmp/before.ts node bench/profile.ts
+ *   git show 2e46ab7:consumer-solved.ts > before.ts && SCRIPT=before.ts node bench/profile.ts
+ *   (an older version, copied into the project so that it finds kafkajs)
  *
  * Options (flag --name=value or environment variable):
  *   SCRIPT       the consumer to profile                 [consumer-solved.ts]
  *   SIZE_KB      message size in KB                      [64]
- *   POD_MB       the memory cgroup's limit (0: none)     [256]
+ *   POD_MB       the memory cgroup's limit (0: no limit)  [256]
  *   LATENCY_MS   the API's latency                       [100]
  */
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
@@ -55,20 +57,26 @@ function partOf({ functionName, url }: ProfileNode["callFrame"], script: string)
   }
   if (url.endsWith(script)) return `${script} itself`;
   if (url.startsWith("node:")) return "Node's own JavaScript (streams, timers, buffers...)";
+  if (url === "") return "built-ins (JSON, typed arrays, promises)";
   return "other";
 }
 
-/** Self time in ms by part, from the profile's samples and the time between them. */
-export function timeByPart(profile: CpuProfile, script: string): Map<string, number> {
+/** Self time in ms by part and by function, from the samples and the time between them. */
+export function selfTime(profile: CpuProfile, script: string) {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
-  const parts = new Map<string, number>();
+  const [parts, functions] = [new Map<string, number>(), new Map<string, number>()];
+  const add = (map: Map<string, number>, key: string, ms: number) =>
+    map.set(key, (map.get(key) ?? 0) + ms);
   profile.samples.forEach((id, i) => {
     const node = byId.get(id);
     if (!node) return;
+    const ms = (profile.timeDeltas[i] ?? 0) / 1_000;
     const part = partOf(node.callFrame, script);
-    parts.set(part, (parts.get(part) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1_000);
+    const { functionName, url } = node.callFrame;
+    add(parts, part, ms);
+    add(functions, `${functionName || "(anonymous)"} ${basename(url) || "(built-in)"}`, ms);
   });
-  return parts;
+  return { parts, functions };
 }
 
 async function main() {
@@ -90,16 +98,20 @@ async function main() {
       env: consumerEnv(broker.brokers, topic, `${topic}-profile`, {
         API_URL: api.usersUrl,
         NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}`,
+        ...(podMb > 0 ? {} : { MEMORY_LIMIT_MB: "0" }), // no pod: no limit at all
       }),
       wrap: cgroup?.wrap,
       stopWhen: answered(api, messages),
     }).done;
-    if (run.code !== 0) throw new Error(`exit ${run.code}: ${run.stderr.slice(-1_000)}`);
+    if (run.code !== 0) {
+      throw new Error(`exit ${run.code}: ${run.stdout.slice(-500)}${run.stderr.slice(-1_000)}`);
+    }
     const [file] = (await readdir(dir)).filter((name) => name.endsWith(".cpuprofile"));
     if (!file) throw new Error(`no profile written in ${dir}`);
     const profile = JSON.parse(await readFile(join(dir, file), "utf8")) as CpuProfile;
-    const parts = timeByPart(profile, basename(script));
+    const { parts, functions } = selfTime(profile, basename(script));
     parts.delete("idle");
+    functions.delete("(idle) (built-in)");
     const busyMs = [...parts.values()].reduce((sum, ms) => sum + ms, 0);
     const rows = [...parts.entries()]
       .sort(([, a], [, b]) => b - a)
@@ -114,6 +126,15 @@ async function main() {
         ["part", "CPU ms", "share", "ms per message"],
         [...rows, ["all", fmt(busyMs), "100 %", fmt(busyMs / messages, 2)]],
         ["l", "r", "r", "r"],
+      ),
+    );
+    const top = [...functions.entries()].sort(([, a], [, b]) => b - a).slice(0, 12);
+    console.log(`\nThe ${top.length} functions with the most self time:\n`);
+    console.log(
+      markdownTable(
+        ["function, file", "CPU ms", "share"],
+        top.map(([name, ms]) => [name, fmt(ms), `${fmt((100 * ms) / busyMs)} %`]),
+        ["l", "r", "r"],
       ),
     );
   } finally {
