@@ -37,14 +37,12 @@ it.skipIf(!support.ok)(
       ]),
     );
     const markdown = readFileSync(join(outDir, "sizes.md"), "utf8");
-    for (const consumer of [
-      "solved in pod",
-      "solved, no limit",
-      "bare fetch loop, no limit",
-      "unbounded, no limit",
-    ]) {
+    for (const consumer of ["solved in pod", "solved, no limit", "bare fetch loop, no limit"]) {
       expect(markdown).toContain(`| 16 KB | bun | ${consumer} | 300/300 |`);
     }
+    // The unbounded consumer does not wait for its calls when stopped: the answers still
+    // on their way are not in its count.
+    expect(markdown).toMatch(/^\| 16 KB \| bun \| unbounded, no limit \| \d+\/300 \|/m);
     // The ratios: one row for the size and runtime, every figure filled in.
     expect(markdown).toMatch(/^\| +16 KB \| bun +\|(?: +[\d.,]+(?: \([\d,]+\))? +\|){6}$/m);
     expect(readFileSync(join(outDir, "memory-by-size.svg"), "utf8")).toMatch(
