@@ -1742,9 +1742,8 @@ function residentMb(): number {
         kb += Number(value);
       }
       if (kb > 0) return kb / 1024;
-    } catch {
-      procStatusReadable = false;
-    }
+    } catch {}
+    procStatusReadable = false; // no such file or fields: RSS from now on, without retrying
   }
   return process.memoryUsage.rss() / 2 ** 20;
 }

@@ -109,6 +109,15 @@ export function markdownTable(header: string[], rows: string[][], align?: ("l" |
   return [header, rule, ...rows].map((cells) => `| ${cells.join(" | ")} |`).join("\n");
 }
 
+/** The nearest-rank percentile `p` (0-100) of `values`; null when there are none. */
+export function percentile(values: number[], p: number): number | null {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length ? (sorted[Math.ceil((p / 100) * sorted.length) - 1] ?? null) : null;
+}
+
+/** The median by nearest rank (the lower middle value of an even count). */
+export const median = (values: number[]) => percentile(values, 50);
+
 export function fmt(n: number | null | undefined, digits = 0): string {
   if (n === null || n === undefined || Number.isNaN(n)) return "-";
   return n.toLocaleString("en-US", {
@@ -145,11 +154,6 @@ async function getJson<T>(url: string): Promise<T> {
 
 export async function apiLatency(usersUrl: string): Promise<LatencyPercentiles> {
   return await getJson<LatencyPercentiles>(`${apiBase(usersUrl)}/latency`);
-}
-
-/** Successes in each second since the last reset. */
-export async function apiTimeline(usersUrl: string): Promise<number[]> {
-  return (await getJson<{ perSecond: number[] }>(`${apiBase(usersUrl)}/timeline`)).perSecond;
 }
 
 /** With --help, prints the file's header comment (its usage) and returns true. */

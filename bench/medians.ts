@@ -2,31 +2,25 @@
  * bench/medians.ts: the median of several bench/strategies.ts runs. Reads the JSON files
  * given (one per run, each from its own OUT_DIR), and prints, per strategy, each run's
  * steady msg/s and their median, then the median of each run's solved ÷ bare fetch loop
- * and @platformatic/kafka ÷ solved (ratios taken within a run, then the median).
+ * and @platformatic/kafka ÷ solved (ratios taken within a run, then the median). Medians
+ * are by nearest rank, as everywhere in bench/ (of two runs, the lower).
  *
- *   for i in 1 2 3; do REGIME=fast RUNTIME=node BACKLOGS=20000 OUT_DIR=/tmp/fast-node-$i node bench/strategies.ts; done
+ *   for i in 1 2 3; do REGIME=fast RUNTIME=node BACKLOGS=60000 OUT_DIR=/tmp/fast-node-$i node bench/strategies.ts; done
  *   node bench/medians.ts /tmp/fast-node-*\/strategies-*.json
  */
 import { readFile } from "node:fs/promises";
-import { fmt, markdownTable } from "./harness.ts";
+import { fmt, markdownTable, median } from "./harness.ts";
 
 interface StrategyRun {
   strategy: string;
   label: string;
-  steadyPerSec: number;
+  /** null when the run ended before its middle (it died) */
+  steadyPerSec: number | null;
   peakRssMb: number;
 }
 interface StrategiesFile {
   date: string;
   backlogs: { messages: number; runs: StrategyRun[] }[];
-}
-
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? Number.NaN)
-    : ((sorted[middle - 1] ?? Number.NaN) + (sorted[middle] ?? Number.NaN)) / 2;
 }
 
 async function main() {
@@ -38,7 +32,7 @@ async function main() {
   const runs = await Promise.all(
     files.map(async (file) => JSON.parse(await readFile(file, "utf8")) as StrategiesFile),
   );
-  const byStrategy = new Map<string, { label: string; steady: number[]; rss: number[] }>();
+  const byStrategy = new Map<string, { label: string; steady: (number | null)[]; rss: number[] }>();
   const ratios = { solvedOverLoop: [] as number[], platformaticOverSolved: [] as number[] };
   for (const run of runs) {
     for (const backlog of run.backlogs) {
@@ -57,7 +51,7 @@ async function main() {
   const rows = [...byStrategy.values()].map(({ label, steady, rss }) => [
     label,
     steady.map((n) => fmt(n)).join(" / "),
-    fmt(median(steady)),
+    fmt(median(steady.filter((n) => n !== null))),
     fmt(median(rss)),
   ]);
   console.log(

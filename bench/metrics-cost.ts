@@ -28,13 +28,13 @@ import { uniqueName } from "../tests/support/kafka.ts";
 import { httpGet } from "../tests/support/prometheus.ts";
 import { answered, type MockApi, produce, startMockApi } from "../tests/support/services.ts";
 import {
-  apiTimeline,
   dateStamp,
   describeMachine,
   fmt,
   listOption,
   machine,
   markdownTable,
+  median,
   numberOption,
   option,
   printedHelp,
@@ -64,12 +64,6 @@ interface Run {
   loadAverage: { start: number; end: number };
   exitCode: number | null;
 }
-
-const percentile = (values: number[], p: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted.length ? (sorted[Math.ceil((p / 100) * sorted.length) - 1] ?? null) : null;
-};
-const median = (values: number[]) => percentile(values, 50);
 
 async function runOnce(
   runtime: Runtime,
@@ -113,7 +107,7 @@ async function runOnce(
     runtime,
     mode: mode.id,
     round,
-    steadyPerSec: steadyRate(await apiTimeline(api.usersUrl)),
+    steadyPerSec: steadyRate(await api.timeline()),
     drainPerSec: messages / drainS,
     scrapes: scrapeMs.length,
     scrapeMs: { p50: median(scrapeMs), max: scrapeMs.length ? Math.max(...scrapeMs) : null },

@@ -29,10 +29,10 @@ import { uniqueName } from "../tests/support/kafka.ts";
 import { backlogOf } from "../tests/support/pod.ts";
 import {
   answered,
+  busyMedianRate,
   consumerEnv,
   produce,
   startMockApi,
-  steadyRate,
 } from "../tests/support/services.ts";
 import { fmt, markdownTable, numberOption, option, printedHelp } from "./harness.ts";
 
@@ -62,7 +62,7 @@ function partOf({ functionName, url }: ProfileNode["callFrame"], script: string)
 }
 
 /** Self time in ms by part and by function, from the samples and the time between them. */
-export function selfTime(profile: CpuProfile, script: string) {
+function selfTime(profile: CpuProfile, script: string) {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const [parts, functions] = [new Map<string, number>(), new Map<string, number>()];
   const add = (map: Map<string, number>, key: string, ms: number) =>
@@ -116,7 +116,7 @@ async function main() {
     const rows = [...parts.entries()]
       .sort(([, a], [, b]) => b - a)
       .map(([part, ms]) => [part, fmt(ms), `${fmt((100 * ms) / busyMs)} %`, fmt(ms / messages, 2)]);
-    const rate = steadyRate(await api.timeline());
+    const rate = busyMedianRate(await api.timeline());
     const where = podMb > 0 ? `a ${podMb} MB pod` : "no pod";
     console.log(
       `${basename(script)} on Node, ${fmt(messages)} messages of ${sizeKb} KB, API ${latencyMs} ms, in ${where}: steady ${fmt(rate)} msg/s, ${fmt(busyMs)} ms of CPU on the main thread (${fmt(busyMs / messages, 2)} ms per message).\n`,

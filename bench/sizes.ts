@@ -41,14 +41,13 @@ import { uniqueName } from "../tests/support/kafka.ts";
 import {
   answered,
   type Backlog,
+  busyMedianRate,
   consumerEnv,
   type MockApi,
   produce,
   startMockApi,
-  steadyRate,
 } from "../tests/support/services.ts";
 import {
-  apiTimeline,
   dateStamp,
   describeMachine,
   fmt,
@@ -199,7 +198,7 @@ async function main() {
     } finally {
       await cgroup?.remove();
     }
-    const timeline = await apiTimeline(api.usersUrl);
+    const timeline = await api.timeline();
     const processed = Number(run.summary?.processed ?? 0);
     const seconds = Number(run.summary?.durationMs ?? run.durationMs) / 1_000;
     const msgPerSec = processed / seconds;
@@ -215,7 +214,7 @@ async function main() {
       seconds,
       msgPerSec,
       mbPerSec: (msgPerSec * sizeKb) / 1_024,
-      steadyPerSec: steadyRate(timeline),
+      steadyPerSec: busyMedianRate(timeline),
       loadAtStart,
       peakRssMb: run.observedPeakRssMb,
       peakChargedMb: pod?.peakMb,

@@ -10,7 +10,6 @@ import { committedToEnd, uniqueName, withAdmin } from "../tests/support/kafka.ts
 import { type ApiStats, type MockApi, produce, startMockApi } from "../tests/support/services.ts";
 import {
   apiLatency,
-  apiTimeline,
   dateStamp,
   describeMachine,
   fmt,
@@ -560,7 +559,7 @@ async function topicSize(brokers: string, topic: string): Promise<number> {
 async function readApi(api: MockApi) {
   for (let i = 0; i < 50 && (await api.stats()).inFlight > 0; i++) await sleep(100);
   const [timeline, latency, apiStats] = await Promise.all([
-    apiTimeline(api.usersUrl),
+    api.timeline(),
     apiLatency(api.usersUrl),
     api.stats(),
   ]);

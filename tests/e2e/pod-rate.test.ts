@@ -17,7 +17,7 @@ import { requireCgroupSupport } from "../support/cgroups.ts";
 import { startScript } from "../support/child.ts";
 import { recordFigure, runFigures } from "../support/figures.ts";
 import { backlogsBySize, expectWellUnder, inPod, withApi } from "../support/pod.ts";
-import { answered, consumerEnv, steadyRate } from "../support/services.ts";
+import { answered, busyMedianRate, consumerEnv } from "../support/services.ts";
 
 const brokers = inject("kafkaBrokers");
 const floor = 0.7;
@@ -35,7 +35,7 @@ describe.skipIf(!support.ok)("in a 256 MB pod, against the same consumer with no
           const pod = await inPod(brokers, api, runtime, "consumer-solved.ts", work, "rate");
           expectWellUnder(pod);
           expect(new Set(await api.succeeded()).size).toBe(work.messages);
-          return { pod, rate: steadyRate(await api.timeline()) };
+          return { pod, rate: busyMedianRate(await api.timeline()) };
         });
         const noLimit = await withApi(100, async (api) => {
           const groupId = `${work.topic}-free-${runtime}`;
@@ -47,7 +47,7 @@ describe.skipIf(!support.ok)("in a 256 MB pod, against the same consumer with no
             stopWhen: answered(api, work.messages),
           }).done;
           expect(run.code, run.stderr.slice(-2_000)).toBe(0);
-          return { run, rate: steadyRate(await api.timeline()) };
+          return { run, rate: busyMedianRate(await api.timeline()) };
         });
         const share = inThePod.rate / noLimit.rate;
         for (const [consumer, { run }, rate] of [

@@ -45,9 +45,11 @@ export interface MockApi {
 
 /**
  * A run's steady rate from the API's timeline: the median of the seconds with at least
- * half the busiest second's successes (not the start, not the last stragglers).
+ * half the busiest second's successes (not the start, not the last stragglers). Short
+ * runs (pods, sizes) use it; bench/strategies.ts's steadyRate averages the middle
+ * three fifths of longer ones.
  */
-export function steadyRate(perSecond: number[]): number {
+export function busyMedianRate(perSecond: number[]): number {
   const peak = Math.max(0, ...perSecond);
   const busy = perSecond.filter((n) => n >= peak / 2).sort((a, b) => a - b);
   return busy.length === 0 ? 0 : (busy[Math.floor(busy.length / 2)] ?? 0);
